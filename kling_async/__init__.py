@@ -1,0 +1,102 @@
+"""kling_async: an asyncio-native SDK for Kling text-to-video on EvoLink.
+
+    import kling_async as kling
+
+    async with kling.Client() as client:
+        snap = await client.submit(kling.TextToVideo(prompt="A cat running on grass"))
+        done = await client.wait_finished(snap.id)
+        print(done.video_url)
+
+See README.md for batches, progress events, callbacks and the Emulator
+(``kling_async.testing``).
+"""
+
+from __future__ import annotations
+
+from ._batch import BatchEvent as BatchEvent
+from ._batch import Failed as Failed
+from ._batch import Progressed as Progressed
+from ._batch import Submitted as Submitted
+from ._batch import Succeeded as Succeeded
+from ._client import Client as Client
+from ._client import ClientStatistics as ClientStatistics
+from ._client import new_idempotency_key as new_idempotency_key
+from ._config import AdaptiveLimit as AdaptiveLimit
+from ._config import PollPolicy as PollPolicy
+from ._config import RetryPolicy as RetryPolicy
+from ._config import Timeouts as Timeouts
+from ._errors import APIError as APIError
+from ._errors import AuthenticationError as AuthenticationError
+from ._errors import ConnectError as ConnectError
+from ._errors import IdempotencyConflictError as IdempotencyConflictError
+from ._errors import InsufficientCreditsError as InsufficientCreditsError
+from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import KlingError as KlingError
+from ._errors import NotFoundError as NotFoundError
+from ._errors import PermissionDeniedError as PermissionDeniedError
+from ._errors import RateLimitError as RateLimitError
+from ._errors import RequestTimeoutError as RequestTimeoutError
+from ._errors import ResponseDecodeError as ResponseDecodeError
+from ._errors import ServerError as ServerError
+from ._errors import SubmissionUnknownError as SubmissionUnknownError
+from ._errors import TaskFailedError as TaskFailedError
+from ._errors import TransportError as TransportError
+from ._models import Credits as Credits
+from ._models import TaskError as TaskError
+from ._models import TaskSnapshot as TaskSnapshot
+from ._models import TaskStatus as TaskStatus
+from ._models import Usage as Usage
+from ._request import Shot as Shot
+from ._request import TextToVideo as TextToVideo
+from ._version import package_version
+from ._watch import TaskUpdate as TaskUpdate
+from ._watch import TaskUpdates as TaskUpdates
+
+__version__ = package_version()
+
+__all__ = [
+    "APIError",
+    "AdaptiveLimit",
+    "AuthenticationError",
+    "BatchEvent",
+    "Client",
+    "ClientStatistics",
+    "ConnectError",
+    "Credits",
+    "Failed",
+    "IdempotencyConflictError",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "KlingError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "Progressed",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseDecodeError",
+    "RetryPolicy",
+    "ServerError",
+    "Shot",
+    "Submitted",
+    "SubmissionUnknownError",
+    "Succeeded",
+    "TaskError",
+    "TaskFailedError",
+    "TaskSnapshot",
+    "TaskStatus",
+    "TaskUpdate",
+    "TaskUpdates",
+    "TextToVideo",
+    "Timeouts",
+    "TransportError",
+    "Usage",
+    "__version__",
+    "new_idempotency_key",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("kling_async."):
+        _obj.__module__ = "kling_async"
+del _name, _obj

@@ -1,0 +1,393 @@
+"""``Client``: the session manager. One pool, one poller, bounded in-flight slots."""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import random
+import secrets
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+import attrs
+
+from ._batch import BatchEvent, run_batch
+from ._config import AdaptiveLimit, PollPolicy, RetryPolicy, Timeouts
+from ._convert import credits_from_wire, request_to_wire, snapshot_from_wire
+from ._errors import (
+    KlingError,
+    RateLimitError,
+    ResponseDecodeError,
+    SubmissionUnknownError,
+    TaskFailedError,
+)
+from ._groups import single_exceptions
+from ._http import Secret, Transport, check_base_url
+from ._models import Credits, TaskSnapshot
+from ._pacing import RequestPacer
+from ._poller import Poller
+from ._request import TextToVideo
+from ._retry import retry_wait
+from ._slots import SlotLimiter
+from ._version import package_version
+from ._watch import TaskUpdates
+
+logger = logging.getLogger("kling_async")
+
+DEFAULT_BASE_URL = "https://api.evolink.ai"
+TASK_ID_PREFIX = "task-unified-"
+_KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"  # built, never entered
+    OPEN = "open"          # inside `async with`
+    CLOSED = "closed"      # exited; a Client is not reusable
+
+
+@attrs.frozen(kw_only=True)
+class ClientStatistics:
+    """What a Client is doing, for dashboards and tests.
+
+    Attributes:
+        in_flight: tasks holding a slot (submitted, not yet seen finished).
+        capacity: slots available now (moves in adaptive mode).
+        waiting: submissions waiting for a slot.
+        tracked: task ids the poller follows.
+        requests_sent: HTTP requests sent, retries included.
+        batch_reads / single_reads: poller reads by kind.
+        rate_limited: 429 answers to submissions.
+        batch_supported: whether the server has the batch read (None: not tried yet).
+    """
+
+    in_flight: int
+    capacity: int
+    waiting: int
+    tracked: int
+    requests_sent: int
+    batch_reads: int
+    single_reads: int
+    rate_limited: int
+    batch_supported: bool | None
+
+
+def new_idempotency_key() -> str:
+    """A fresh ``Idempotency-Key``: 32 random characters of ``[A-Za-z0-9._-]``."""
+    return "kling-" + "".join(secrets.choice(_KEY_ALPHABET[:62]) for _ in range(26))
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not 16 <= len(key) <= 96 or any(
+            c not in _KEY_ALPHABET for c in key):
+        raise ValueError("idempotency_key must be 16-96 characters of [A-Za-z0-9._-]")
+    return key
+
+
+def check_task_id(task_id: str) -> str:
+    """Refuse ids that cannot be EvoLink task ids, before any request."""
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a string, got {type(task_id).__name__}")
+    if not task_id.startswith(TASK_ID_PREFIX) or len(task_id) > 128 or any(
+            c.isspace() or c == "/" for c in task_id):
+        raise ValueError(f"{task_id!r} is not a task id: ids start with {TASK_ID_PREFIX!r}")
+    return task_id
+
+
+class Client:
+    """The session manager: use it as ``async with kling.Client() as client:``.
+
+    Entering opens one aiohttp connection pool and starts one poller in the client's
+    task group; leaving stops both (tasks keep running on the server). A Client is used
+    once: entering it again, or using it before entering or after leaving, raises
+    ``RuntimeError``. Build a new one per ``asyncio.run``.
+
+    Args:
+        api_key: defaults to ``$EVOLINK_API_KEY``.
+        base_url: defaults to ``$EVOLINK_BASE_URL``, else ``https://api.evolink.ai``.
+        max_in_flight: tasks of this client unfinished on the server at once: an int if
+            you know your account's limit, else :class:`AdaptiveLimit` (the default)
+            finds it from the server's 429s.
+        timeouts: socket timeouts (:class:`Timeouts`).
+        retry: retry and backoff policy (:class:`RetryPolicy`).
+        poll: when tasks are read (:class:`PollPolicy`).
+        max_connections: size of the connection pool.
+        max_requests_per_second: request budget shared by submissions and reads
+            (``None``: unlimited).
+        seed: seed for jitter (tests).
+
+    An exception raised inside the block comes out as itself, not wrapped in an
+    ``ExceptionGroup``, unless several failed at once.
+    """
+
+    def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
+                 max_in_flight: int | AdaptiveLimit | None = None,
+                 timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
+                 poll: PollPolicy | None = None, max_connections: int = 16,
+                 max_requests_per_second: float | None = 20.0,
+                 seed: int | None = None) -> None:
+        key = api_key if api_key is not None else os.environ.get("EVOLINK_API_KEY")
+        if not key:
+            raise ValueError("no API key: pass api_key= or set EVOLINK_API_KEY "
+                             "(get one at https://evolink.ai/dashboard/keys)")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        self._key = Secret(key)
+        self._base_url = check_base_url(
+            base_url or os.environ.get("EVOLINK_BASE_URL") or DEFAULT_BASE_URL)
+        self._limit: int | AdaptiveLimit = (AdaptiveLimit() if max_in_flight is None
+                                            else max_in_flight)
+        SlotLimiter(self._limit)  # validates now, not at enter
+        self._timeouts = timeouts or Timeouts()
+        self._retry = retry or RetryPolicy()
+        self._poll_policy = poll or PollPolicy()
+        self._max_connections = max_connections
+        self._rate = max_requests_per_second
+        RequestPacer(max_requests_per_second)  # validates now
+        self._rng = random.Random(seed)
+        self._state = _State.UNOPENED
+        self._rate_limited = 0
+
+    def __repr__(self) -> str:
+        return f"<kling_async.Client base_url={self._base_url!r} state={self._state.value}>"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.UNOPENED:
+            raise RuntimeError("a Client can be entered only once; create a new Client")
+        self._state = _State.OPEN
+        self._slots = SlotLimiter(self._limit)
+        self._transport = Transport(
+            base_url=self._base_url, api_key=self._key, timeouts=self._timeouts,
+            retry=self._retry, pacer=RequestPacer(self._rate),
+            max_connections=self._max_connections, rng=self._rng,
+            user_agent=f"kling-async/{package_version()}")
+        self._poller = Poller(self._transport, self._poll_policy, self._slots, self._rng)
+        await self._transport.open()
+        self._tg = anyio.create_task_group()
+        try:
+            await self._tg.__aenter__()
+            await self._tg.start(self._poller.run)
+        except BaseException:
+            self._state = _State.CLOSED
+            await self._transport.close()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
+        self._state = _State.CLOSED
+        self._tg.cancel_scope.cancel()
+        try:
+            with single_exceptions():
+                return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            await self._transport.close()
+
+    def _check_open(self) -> None:
+        if self._state is _State.UNOPENED:
+            raise RuntimeError("the Client is not open: use `async with kling.Client() as "
+                               "client:` and call it inside the block")
+        if self._state is _State.CLOSED:
+            raise RuntimeError("the Client is closed; create a new Client")
+
+    # -- submitting -----------------------------------------------------------------------
+
+    async def submit(self, request: TextToVideo, *,
+                     idempotency_key: str | None = None) -> TaskSnapshot:
+        """Submit one paid generation and return its first snapshot (``pending``).
+
+        Waits first-come-first-served for an in-flight slot, then POSTs with an
+        ``Idempotency-Key`` (``idempotency_key`` or a new one). The task keeps the slot
+        until the poller sees it finished. A 429 shrinks the slots (adaptive mode),
+        pauses the client for ``Retry-After`` and retries with the same key.
+
+        Raises:
+            TypeError: ``request`` is not a :class:`TextToVideo`.
+            InvalidRequestError, AuthenticationError, InsufficientCreditsError,
+            PermissionDeniedError: the server refused it (nothing was charged).
+            SubmissionUnknownError: retries could not tell whether the task was created;
+                submit again with its ``idempotency_key`` to settle it.
+
+        Cancellation while waiting for a slot spends nothing. Cancellation during the
+        POST may leave a task on the server; submit again with the same key to find it.
+        """
+        self._check_open()
+        if not isinstance(request, TextToVideo):
+            raise TypeError(f"submit() takes a TextToVideo, got {type(request).__name__}")
+        key = new_idempotency_key() if idempotency_key is None else _check_key(idempotency_key)
+        body = request_to_wire(request)
+        placeholder = object()
+        attempt = 0
+        while True:
+            await self._slots.acquire(placeholder, front=attempt > 0)
+            try:
+                data, replayed = await self._transport.submit(body, key)
+                snapshot = snapshot_from_wire(data)
+            except RateLimitError as exc:
+                self._slots.on_rejected()
+                self._slots.release(placeholder)
+                self._rate_limited += 1
+                wait = retry_wait(self._retry, min(attempt, 6), exc.retry_after, self._rng)
+                logger.debug("submission rate limited; waiting %.2fs (same key)", wait)
+                self._transport.pacer.pause(wait)
+                attempt += 1
+                continue
+            except ResponseDecodeError as exc:
+                # A 200 we cannot read: the task exists but we cannot name it.
+                self._slots.release(placeholder)
+                raise SubmissionUnknownError(key, exc) from exc
+            except BaseException:
+                self._slots.release(placeholder)
+                raise
+            break
+        if self._slots.holds(snapshot.id) or snapshot.is_terminal:
+            self._slots.release(placeholder)  # a replay of a task we track, or one done
+        else:
+            self._slots.rename(placeholder, snapshot.id)
+            self._slots.on_accepted()
+        if replayed:
+            logger.debug("submission replayed an existing task %s", snapshot.id)
+        self._poller.track(snapshot.id, snapshot,
+                           holds_slot=self._slots.holds(snapshot.id))
+        return snapshot
+
+    def track(self, task_ids: Iterable[str]) -> None:
+        """Adopt tasks from an earlier run: poll them and count them against the slots."""
+        self._check_open()
+        for task_id in [check_task_id(t) for t in task_ids]:
+            if self._poller.final(task_id) is None and not self._slots.holds(task_id):
+                self._slots.force(task_id)
+                self._poller.track(task_id, holds_slot=True)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> TaskSnapshot:
+        """Read one task now (``GET /v1/tasks/{id}``), whatever the poller's schedule.
+
+        Raises:
+            ValueError: ``task_id`` is not a task id (nothing is sent).
+            NotFoundError, PermissionDeniedError: no such task for this key.
+        """
+        self._check_open()
+        data = await self._transport.get_task(check_task_id(task_id))
+        snapshot = snapshot_from_wire(data)
+        self._poller.observe(snapshot)
+        return snapshot
+
+    async def credits(self) -> Credits:
+        """The key's credits now (``GET /v1/credits``)."""
+        self._check_open()
+        return credits_from_wire(await self._transport.read("GET", "/v1/credits"))
+
+    @asynccontextmanager
+    async def watch(self, task_ids: Sequence[str]) -> AsyncIterator[TaskUpdates]:
+        """Follow tasks: yields an async iterator of :class:`TaskUpdate`, one per change,
+        that ends once every id has delivered its final update.
+
+        Several watchers of one id share its reads. A slow consumer gets progress
+        coalesced to the latest reading; final updates are never dropped. An id that
+        cannot be followed (404, 403) ends with an update whose ``error`` is set.
+        Leaving the block early stops nothing on the server.
+        """
+        self._check_open()
+        if isinstance(task_ids, str):
+            raise TypeError("watch() takes a list of task ids, not one string")
+        ids = list(dict.fromkeys(check_task_id(t) for t in task_ids))
+        channel = TaskUpdates(ids)
+        self._poller.subscribe(channel, ids)
+        try:
+            yield channel
+        finally:
+            self._poller.unsubscribe(channel, ids)
+
+    async def wait_finished(self, task_id: str) -> TaskSnapshot:
+        """Wait until the task is finished and return its final snapshot.
+
+        Raises:
+            TaskFailedError: the task failed (its ``snapshot`` and ``code`` tell why).
+            NotFoundError, PermissionDeniedError: the task cannot be followed.
+
+        Put a deadline on it with ``anyio.fail_after``; cancelling stops no server work.
+        """
+        final = None
+        async with self.watch([task_id]) as updates:
+            async for update in updates:
+                final = update
+        assert final is not None and final.is_final
+        if final.error is not None:
+            raise final.error
+        assert final.snapshot is not None
+        if final.snapshot.error is not None or final.status.value == "failed":
+            raise TaskFailedError(final.snapshot)
+        return final.snapshot
+
+    # -- batches and callbacks ------------------------------------------------------------
+
+    @asynccontextmanager
+    async def generate_many(self, requests: Iterable[TextToVideo], *,
+                            submit_concurrency: int = 4
+                            ) -> AsyncIterator[anyio.abc.ObjectReceiveStream[BatchEvent]]:
+        """Run many generations; yields a stream of ``Submitted``, ``Progressed``,
+        ``Succeeded`` and ``Failed`` events, each carrying the request's ``index``.
+
+        Every request ends in exactly one ``Succeeded`` or ``Failed``. A request the
+        server refuses (400, content policy) or whose task fails is a ``Failed`` event
+        and the batch goes on. A condition that dooms every request (401, 402, 403)
+        stops further submissions, and each remaining request gets a ``Failed`` event
+        carrying that error. Leaving the block early stops submitting; tasks already
+        submitted keep running on the server and keep their slots until they finish.
+        """
+        self._check_open()
+        items = list(requests)
+        for number, item in enumerate(items):
+            if not isinstance(item, TextToVideo):
+                raise TypeError(f"requests[{number}] is a {type(item).__name__}, "
+                                "not a TextToVideo")
+        if submit_concurrency < 1:
+            raise ValueError("submit_concurrency must be >= 1")
+        send, receive = anyio.create_memory_object_stream[BatchEvent](64)
+        with single_exceptions():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_batch, self, self._poller, items, send, submit_concurrency)
+                try:
+                    with receive:
+                        yield receive
+                finally:
+                    tg.cancel_scope.cancel()
+
+    def ingest_callback(self, payload: bytes | str | Mapping[str, Any]) -> bool:
+        """Feed a callback body received by your web app to the poller.
+
+        A progress claim for a tracked task takes effect at once; a ``completed`` or
+        ``failed`` claim triggers an immediate confirming read (callbacks are unsigned),
+        so the final update arrives within milliseconds instead of at the next poll.
+        Unknown ids, stale or out-of-order claims and unreadable bodies are ignored.
+
+        Returns:
+            True if the callback was used.
+        """
+        self._check_open()
+        try:
+            data = payload if isinstance(payload, Mapping) else json.loads(payload)
+            snapshot = snapshot_from_wire(data)
+        except (ValueError, UnicodeDecodeError, KlingError):
+            logger.warning("ignored an unreadable callback body")
+            return False
+        return self._poller.hint(snapshot)
+
+    def statistics(self) -> ClientStatistics:
+        """A snapshot of slots, tracked ids and requests sent."""
+        self._check_open()
+        return ClientStatistics(
+            in_flight=self._slots.in_flight, capacity=self._slots.capacity,
+            waiting=self._slots.waiting, tracked=self._poller.tracked,
+            requests_sent=self._transport.requests_sent,
+            batch_reads=self._poller.batch_reads, single_reads=self._poller.single_reads,
+            rate_limited=self._rate_limited, batch_supported=self._poller.batch_supported)

@@ -1,0 +1,91 @@
+"""``TaskUpdate`` and ``TaskUpdates``: the per-watcher, coalescing, bounded event channel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import anyio
+import attrs
+
+from ._errors import KlingError
+from ._models import TaskSnapshot, TaskStatus
+
+
+@attrs.frozen(kw_only=True)
+class TaskUpdate:
+    """A change seen in one task. Built by the SDK; do not construct.
+
+    Attributes:
+        task_id: the task.
+        status: its status now (the last known one when ``error`` is set).
+        progress: percent done.
+        snapshot: the reading this update comes from (None if the task was never read).
+        error: set when the task can no longer be followed (404, 403, ...); final.
+    """
+
+    task_id: str
+    status: TaskStatus
+    progress: int
+    snapshot: TaskSnapshot | None
+    error: KlingError | None = None
+
+    @property
+    def is_final(self) -> bool:
+        """True for the last update of this task: terminal status or an error."""
+        return self.error is not None or self.status.is_terminal
+
+
+class TaskUpdates:
+    """An async iterator of :class:`TaskUpdate` for a set of task ids.
+
+    Memory is bounded by the number of ids: each id keeps at most one undelivered
+    update. A slow consumer therefore sees progress coalesced to the latest reading, and
+    the final update of every id is always delivered. Iteration ends once every id has
+    delivered its final update.
+    """
+
+    def __init__(self, task_ids: Iterable[str], *, open_ended: bool = False) -> None:
+        self._open = set(task_ids)
+        self._pending: dict[str, TaskUpdate] = {}
+        self._event = anyio.Event()
+        self._open_ended = open_ended
+        self.coalesced = 0
+
+    def add(self, task_id: str) -> None:
+        """Expect updates of one more id (for open-ended channels)."""
+        self._open.add(task_id)
+
+    def seal(self) -> None:
+        """No more ids will be added: iteration ends when the open ones are final."""
+        self._open_ended = False
+        self._event.set()
+
+    def push(self, update: TaskUpdate) -> None:
+        """Queue ``update`` (replacing an undelivered one of the same id). Never blocks."""
+        if update.task_id not in self._open:
+            return
+        if update.task_id in self._pending:
+            self.coalesced += 1
+        self._pending[update.task_id] = update
+        self._event.set()
+
+    def __aiter__(self) -> TaskUpdates:
+        return self
+
+    async def __anext__(self) -> TaskUpdate:
+        await anyio.lowlevel.checkpoint()
+        while not self._pending:
+            if not self._open and not self._open_ended:
+                raise StopAsyncIteration
+            self._event = anyio.Event()
+            await self._event.wait()
+        task_id = next(iter(self._pending))
+        update = self._pending.pop(task_id)
+        if update.is_final:
+            self._open.discard(task_id)
+        return update
+
+    @property
+    def open_ids(self) -> frozenset[str]:
+        """Ids whose final update has not been delivered yet."""
+        return frozenset(self._open)

@@ -1,0 +1,49 @@
+"""Run the Emulator until interrupted: ``python -m kling_async.testing --port 8000``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import anyio
+
+from ._emulator import DEFAULT_API_KEY, Emulator
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, start the Emulator, print its URL and key, serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="python -m kling_async.testing",
+                                     description="A faithful EvoLink API server on loopback.")
+    parser.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    parser.add_argument("--time-scale", type=float, default=100.0,
+                        help="API seconds per real second (default 100; 0 freezes time)")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument("--max-concurrent-tasks", type=int, default=None)
+    parser.add_argument("--requests-per-second", type=float, default=None)
+    parser.add_argument("--failure-rate", type=float, default=0.0)
+    parser.add_argument("--result-size", type=int, default=None)
+    parser.add_argument("--no-batch", action="store_true", help="switch POST /v1/tasks/batch off")
+    parser.add_argument("--allow-local-callbacks", action="store_true")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        async with Emulator(port=args.port, time_scale=args.time_scale, api_key=args.api_key,
+                            max_concurrent_tasks=args.max_concurrent_tasks,
+                            requests_per_second=args.requests_per_second,
+                            failure_rate=args.failure_rate, result_size=args.result_size,
+                            batch_endpoint=not args.no_batch,
+                            allow_local_callbacks=args.allow_local_callbacks,
+                            seed=args.seed) as emu:
+            print(f"EVOLINK_BASE_URL={emu.url}", flush=True)
+            print(f"EVOLINK_API_KEY={emu.api_key}", flush=True)
+            await anyio.sleep_forever()
+
+    try:
+        anyio.run(serve)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

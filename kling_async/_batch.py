@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
 import attrs
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import (
     AuthenticationError,
@@ -77,7 +77,7 @@ BatchEvent = Submitted | Progressed | Succeeded | Failed
 
 class _Run:
     def __init__(self, client: Client, poller: Poller, requests: list[TextToVideo],
-                 send: anyio.abc.ObjectSendStream[BatchEvent]) -> None:
+                 send: MemoryObjectSendStream[BatchEvent]) -> None:
         self.client = client
         self.poller = poller
         self.send = send
@@ -95,7 +95,8 @@ class _Run:
             try:
                 snapshot = await self.client.submit(request)
             except BATCH_FATAL as exc:
-                self.stop = self.stop or exc
+                if self.stop is None:
+                    self.stop = exc
                 await self.send.send(Failed(index=index, error=exc))
                 continue
             except KlingError as exc:
@@ -130,7 +131,7 @@ class _Run:
 
 
 async def run_batch(client: Client, poller: Poller, requests: list[TextToVideo],
-                    send: anyio.abc.ObjectSendStream[BatchEvent], concurrency: int) -> None:
+                    send: MemoryObjectSendStream[BatchEvent], concurrency: int) -> None:
     """Submit ``requests`` with ``concurrency`` submitters and forward their events."""
     run = _Run(client, poller, requests, send)
     with send:

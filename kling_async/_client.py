@@ -82,7 +82,7 @@ def new_idempotency_key() -> str:
     return "kling-" + "".join(secrets.choice(_KEY_ALPHABET[:62]) for _ in range(26))
 
 
-def _check_key(key: str) -> str:
+def _check_key(key: object) -> str:
     if not isinstance(key, str) or not 16 <= len(key) <= 96 or any(
             c not in _KEY_ALPHABET for c in key):
         raise ValueError("idempotency_key must be 16-96 characters of [A-Za-z0-9._-]")
@@ -320,7 +320,8 @@ class Client:
         async with self.watch([task_id]) as updates:
             async for update in updates:
                 final = update
-        assert final is not None and final.is_final
+        assert final is not None
+        assert final.is_final
         if final.error is not None:
             raise final.error
         assert final.snapshot is not None

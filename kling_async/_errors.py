@@ -51,7 +51,7 @@ class APIError(KlingError):
     """
 
     def __init__(self, *, status: int, code: str | None = None, message: str = "",
-                 type: str | None = None, param: str | None = None,  # noqa: A002
+                 type: str | None = None, param: str | None = None,
                  request_id: str | None = None, suggestion: str | None = None) -> None:
         self.status = status
         self.code = code

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 
 from ._config import RetryPolicy, Timeouts
 from ._errors import (
@@ -110,7 +111,7 @@ class Transport:
         if session is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await session.close()
-                await anyio.sleep(0)  # lets transports finish closing (aiohttp's advice)
+                await anyio.lowlevel.checkpoint()  # transports finish closing (aiohttp docs)
 
     # -- one attempt ------------------------------------------------------------------------
 

@@ -43,6 +43,12 @@ class Shot:
     prompt: str
     duration: int
 
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise TypeError(f"Shot.prompt must be a string; got {self.prompt!r}")
+        if not _is_int(self.duration):
+            raise TypeError(f"Shot.duration must be an integer; got {self.duration!r}")
+
 
 def _to_shots(value: Sequence[Shot]) -> tuple[Shot, ...]:
     return tuple(value)
@@ -140,12 +146,12 @@ def _check_shots(req: TextToVideo) -> None:
         where = f"shots[{number}]"
         if not isinstance(shot, Shot):
             raise TypeError(f"TextToVideo.{where} must be a Shot; got {shot!r}")
-        if not isinstance(shot.prompt, str) or not shot.prompt.strip():
+        if not shot.prompt.strip():
             raise _fail(f"{where}.prompt", "must be a non-empty string", shot.prompt)
         if len(shot.prompt) > MAX_SHOT_PROMPT:
             raise _fail(f"{where}.prompt", f"must be at most {MAX_SHOT_PROMPT} characters",
                         shot.prompt)
-        if not _is_int(shot.duration) or not 1 <= shot.duration <= req.duration:
+        if not 1 <= shot.duration <= req.duration:
             raise _fail(f"{where}.duration", f"must be an integer from 1 to the video's "
                         f"duration ({req.duration})", shot.duration)
     total = sum(shot.duration for shot in req.shots)

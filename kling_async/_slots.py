@@ -32,7 +32,7 @@ class SlotLimiter:
             self.adaptive: AdaptiveLimit | None = limit
             self.capacity = limit.initial
         else:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            if type(limit) is not int or limit < 1:
                 raise ValueError(f"max_in_flight must be an int >= 1 or AdaptiveLimit, "
                                  f"got {limit!r}")
             self.adaptive = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -91,6 +92,8 @@ class Emulator:
         self.result_size = result_size
         self.result_ttl = result_ttl
         self.request_seq = 0
+        #: The last 1,000 create bodies received, oldest first (to check what a client sent).
+        self.received: deque[dict[str, Any]] = deque(maxlen=1000)
         self._host, self._port = host, port
         self._url: str | None = None
         self._runner: web.AppRunner | None = None
@@ -188,7 +191,9 @@ class Emulator:
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        assert self._tg is not None and self._runner is not None and self._session is not None
+        assert self._tg is not None
+        assert self._runner is not None
+        assert self._session is not None
         self._tg.cancel_scope.cancel()
         try:
             await self._tg.__aexit__(None, None, None)
@@ -198,7 +203,8 @@ class Emulator:
                 await self._runner.cleanup()
 
     async def _sweep(self) -> None:
-        assert self._session is not None and self._tg is not None
+        assert self._session is not None
+        assert self._tg is not None
         while True:
             self.settle()
             for attempt, url, body in self.callbacks.pop_due():

@@ -144,6 +144,7 @@ class Routes:
             return error(400, message="Request body is not valid JSON", param="body")
         if not isinstance(body, dict):
             return error(400, message="Request body must be a JSON object", param="body")
+        self.emu.received.append(body)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return error(400, message="model is required", param="model")
@@ -188,7 +189,7 @@ class Routes:
             return await self._misbehave(request, fault, payload)
         return web.json_response(payload)
 
-    def _callback_refused(self, url: str) -> str | None:
+    def _callback_refused(self, url: object) -> str | None:
         if not isinstance(url, str):
             return "callback_url must be a string"
         if self.emu.allow_local_callbacks:
@@ -267,8 +268,9 @@ class Routes:
             return error(400, message="page and page_size must be integers", param="page")
         wanted = request.query.get("status")
         rows = []
-        for task in sorted((t for t in self.world.tasks.values() if t.key == account.key),
-                           key=lambda t: t.created_at, reverse=True):
+        for task in reversed(self.world.tasks.values()):  # newest first
+            if task.key != account.key:
+                continue
             data = self._json(task)
             if wanted and data["status"] != wanted:
                 continue

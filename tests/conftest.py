@@ -56,7 +56,8 @@ def make_client(emu: Emulator, **overrides: Any) -> kling.Client:
     options: dict[str, Any] = {"base_url": emu.url, "poll": FAST_POLL, "retry": FAST_RETRY,
                                "max_requests_per_second": None, "seed": 3}
     options.update(overrides)
-    return kling.Client(emu.api_key, **options)
+    api_key = options.pop("api_key", emu.api_key)
+    return kling.Client(api_key, **options)
 
 
 @pytest.fixture

@@ -162,8 +162,10 @@ class Routes:
                              message="Idempotency-Key was already used with a different body",
                              type_="invalid_request_error", param="Idempotency-Key")
             self.world.replays += 1
-            return web.json_response(self._json(self.world.tasks[task_id]),
-                                     headers={"Idempotency-Replayed": "true"})
+            replay = self._json(self.world.tasks[task_id])
+            if fault is not None:
+                return await self._misbehave(request, fault, replay)
+            return web.json_response(replay, headers={"Idempotency-Replayed": "true"})
         if model != MODEL:
             return error(400, message=f"The Emulator only generates {MODEL}", param="model")
         try:

@@ -11,6 +11,7 @@ import math
 from collections import deque
 
 import anyio
+import anyio.lowlevel
 
 from ._config import AdaptiveLimit
 
@@ -61,8 +62,9 @@ class SlotLimiter:
     async def acquire(self, token: object, *, front: bool = False) -> None:
         """Wait for a slot for ``token``. Cancelling the wait takes nothing."""
         if not self._waiters and len(self._holders) < self.capacity:
-            self._grant(token)
-            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self._grant(token)  # nothing can cancel us between here and the return
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             return
         waiter = _Waiter(token)
         if front:

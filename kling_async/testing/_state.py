@@ -230,7 +230,6 @@ class World:
         task.timeline = attrs.evolve(task.timeline, total=elapsed, steps=steps,
                                      failure_code=failure_code)
         heapq.heappush(self._ends, (task.ends_at, task.id))
-        self.settle_due()
 
     def settle_due(self) -> list[EmuTask]:
         """Settle every task whose end has passed; return them (callbacks go out next)."""

@@ -92,11 +92,15 @@ def test_bad_configuration_is_refused() -> None:
 async def test_get_and_credits(emulator: Emulator, client: kling.Client) -> None:
     snap = await client.submit(kling.TextToVideo(prompt="a cat", duration=10, quality="1080p"))
     again = await client.get(snap.id)
-    assert again.id == snap.id and again.status is kling.TaskStatus.PENDING
-    assert snap.usage is not None and snap.usage.credits_reserved == pytest.approx(71.982)
+    assert again.id == snap.id
+    assert again.status is kling.TaskStatus.PENDING
+    assert snap.usage is not None
+    assert snap.usage.credits_reserved == pytest.approx(71.982)
     credits = await client.credits()
     assert credits.remaining == pytest.approx(1_000_000 - 71.982)
     emulator.advance(1000)
     done = await client.get(snap.id)
-    assert done.status is kling.TaskStatus.COMPLETED and done.video_url is not None
-    assert done.usage is not None and done.usage.credits_used == pytest.approx(71.982)
+    assert done.status is kling.TaskStatus.COMPLETED
+    assert done.video_url is not None
+    assert done.usage is not None
+    assert done.usage.credits_used == pytest.approx(71.982)

@@ -146,7 +146,8 @@ async def test_batch_reads_are_used(fast_emulator: Emulator) -> None:
     async with fast_client(fast_emulator, max_in_flight=20) as client:
         await run_batch(client, prompts(20))
         stats = client.statistics()
-    assert stats.batch_supported is True and stats.batch_reads > 0
+    assert stats.batch_supported is True
+    assert stats.batch_reads > 0
     emu_stats = fast_emulator.statistics()
     assert emu_stats.count("batch", 200) == stats.batch_reads
 
@@ -181,9 +182,11 @@ async def test_generate_many_reports_each_request_once(fast_emulator: Emulator) 
             progress[event.index].append(event.progress)
     for index, names in order.items():
         if "Submitted" in names:
-            assert names[0] == "Submitted" and names[-1] in ("Succeeded", "Failed")
+            assert names[0] == "Submitted"
+            assert names[-1] in ("Succeeded", "Failed")
         else:
-            assert names == ["Failed"] and ends[index].task_id is None
+            assert names == ["Failed"]
+            assert ends[index].task_id is None
     assert all(p == sorted(p) for p in progress.values())
     succeeded = [e for e in ends.values() if isinstance(e, kling.Succeeded)]
     assert all(e.snapshot.video_url for e in succeeded)
@@ -212,7 +215,8 @@ async def test_unfollowable_ids_end_with_an_error(emulator: Emulator,
             if update.task_id == ghost:
                 emulator.advance(1000)
     ghost_final = [u for u in updates_seen if u.task_id == ghost]
-    assert len(ghost_final) == 1 and isinstance(ghost_final[0].error, kling.NotFoundError)
+    assert len(ghost_final) == 1
+    assert isinstance(ghost_final[0].error, kling.NotFoundError)
     assert updates_seen[-1].status is kling.TaskStatus.COMPLETED
     with pytest.raises(kling.NotFoundError):
         await client.wait_finished(ghost)
@@ -233,16 +237,16 @@ async def test_wait_finished_raises_for_failed_tasks(emulator: Emulator,
 async def test_callbacks_short_circuit_polling() -> None:
     slow_polls = kling.PollPolicy(min_interval=30, max_interval=60)
     async with run_receiver() as receiver, Emulator(
-            time_scale=0, allow_local_callbacks=True) as emu:
-        async with make_client(emu, poll=slow_polls) as client:
-            receiver.on_body = client.ingest_callback
-            snap = await client.submit(kling.TextToVideo(
-                prompt="a cat", callback_url=receiver.url, allow_local_callback=True))
-            emu.finish_task(snap.id)
-            started = anyio.current_time()
-            with anyio.fail_after(2):
-                done = await client.wait_finished(snap.id)
-            lag = anyio.current_time() - started
+            time_scale=0, allow_local_callbacks=True) as emu, \
+            make_client(emu, poll=slow_polls) as client:
+        receiver.on_body = client.ingest_callback
+        snap = await client.submit(kling.TextToVideo(
+            prompt="a cat", callback_url=receiver.url, allow_local_callback=True))
+        emu.finish_task(snap.id)
+        started = anyio.current_time()
+        with anyio.fail_after(2):
+            done = await client.wait_finished(snap.id)
+        lag = anyio.current_time() - started
     assert done.status is kling.TaskStatus.COMPLETED
     assert lag < 1.0  # the next scheduled poll was 30 s away
 

@@ -54,7 +54,7 @@ def test_violations_name_the_field(fields: dict[str, Any], field: str,
 
 
 def test_shot_fields_are_typed() -> None:
-    with pytest.raises(TypeError, match="Shot.duration"):
+    with pytest.raises(TypeError, match=r"Shot\.duration"):
         kling.Shot("a", "5")  # type: ignore[arg-type]
 
 
@@ -105,6 +105,8 @@ async def test_every_field_reaches_the_emulator_as_documented(emulator: Emulator
         "multi_shot": True, "shot_type": "customize", "multi_prompt": [
             {"index": 1, "prompt": "sunrise over the ridge", "duration": "4"},
             {"index": 2, "prompt": "camera pulls back", "duration": "6"}]}
-    assert second["sound"] == "off" and second["quality"] == "720p"
+    assert second["sound"] == "off"
+    assert second["quality"] == "720p"
     assert third["model_params"] == {"multi_shot": True, "shot_type": "intelligence"}
-    assert "aspect_ratio" not in third and "negative_prompt" not in third
+    assert "aspect_ratio" not in third
+    assert "negative_prompt" not in third

@@ -17,7 +17,8 @@ async def test_lost_answer_is_replayed_not_recreated(emulator: Emulator,
     emulator.fail_next("create", Fault.reset(after_commit=True))
     snap = await client.submit(REQUEST)
     stats = emulator.statistics()
-    assert stats.tasks_created == 1 and stats.replays == 1
+    assert stats.tasks_created == 1
+    assert stats.replays == 1
     assert list(stats.tasks_per_idempotency_key.values()) == [1]
     assert emulator.statistics().count("create") == 2
     assert snap.id in {t for t in emulator.world.tasks}
@@ -29,7 +30,8 @@ async def test_read_timeout_after_commit_is_settled_with_the_same_key(
     async with make_client(emulator, timeouts=kling.Timeouts(submit=0.2)) as client:
         snap = await client.submit(REQUEST)
     stats = emulator.statistics()
-    assert stats.tasks_created == 1 and stats.replays == 1
+    assert stats.tasks_created == 1
+    assert stats.replays == 1
     assert snap.status is kling.TaskStatus.PENDING
 
 
@@ -43,7 +45,8 @@ async def test_unknown_outcome_carries_the_key_and_settles(emulator: Emulator,
     assert emulator.statistics().tasks_created == 1
     snap = await client.submit(REQUEST, idempotency_key=key)
     stats = emulator.statistics()
-    assert stats.tasks_created == 1 and stats.tasks_per_idempotency_key == {key: 1}
+    assert stats.tasks_created == 1
+    assert stats.tasks_per_idempotency_key == {key: 1}
     assert snap.id == next(iter(emulator.world.tasks))
 
 
@@ -52,7 +55,8 @@ async def test_server_errors_retry_with_the_same_key(emulator: Emulator,
     emulator.fail_next("create", Fault.error(502), times=2)
     await client.submit(REQUEST, idempotency_key="my-own-key-000000001")
     stats = emulator.statistics()
-    assert stats.count("create") == 3 and stats.tasks_created == 1
+    assert stats.count("create") == 3
+    assert stats.tasks_created == 1
     assert stats.tasks_per_idempotency_key == {"my-own-key-000000001": 1}
 
 

@@ -20,7 +20,6 @@ from ._batch import Submitted as Submitted
 from ._batch import Succeeded as Succeeded
 from ._client import Client as Client
 from ._client import ClientStatistics as ClientStatistics
-from ._client import new_idempotency_key as new_idempotency_key
 from ._config import AdaptiveLimit as AdaptiveLimit
 from ._config import PollPolicy as PollPolicy
 from ._config import RetryPolicy as RetryPolicy
@@ -41,6 +40,7 @@ from ._errors import ServerError as ServerError
 from ._errors import SubmissionUnknownError as SubmissionUnknownError
 from ._errors import TaskFailedError as TaskFailedError
 from ._errors import TransportError as TransportError
+from ._ids import new_idempotency_key as new_idempotency_key
 from ._models import Credits as Credits
 from ._models import TaskError as TaskError
 from ._models import TaskSnapshot as TaskSnapshot

@@ -7,9 +7,9 @@ import json
 import logging
 import os
 import random
-import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,6 +20,7 @@ import attrs
 from ._batch import BatchEvent, run_batch
 from ._config import AdaptiveLimit, PollPolicy, RetryPolicy, Timeouts
 from ._convert import credits_from_wire, request_to_wire, snapshot_from_wire
+from ._download import Downloader, source_url
 from ._errors import (
     KlingError,
     RateLimitError,
@@ -29,6 +30,7 @@ from ._errors import (
 )
 from ._groups import single_exceptions
 from ._http import Secret, Transport, check_base_url
+from ._ids import check_idempotency_key, check_task_id, new_idempotency_key
 from ._models import Credits, TaskSnapshot
 from ._pacing import RequestPacer
 from ._poller import Poller
@@ -41,8 +43,6 @@ from ._watch import TaskUpdates
 logger = logging.getLogger("kling_async")
 
 DEFAULT_BASE_URL = "https://api.evolink.ai"
-TASK_ID_PREFIX = "task-unified-"
-_KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
 
 class _State(enum.Enum):
@@ -77,28 +77,6 @@ class ClientStatistics:
     batch_supported: bool | None
 
 
-def new_idempotency_key() -> str:
-    """A fresh ``Idempotency-Key``: 32 random characters of ``[A-Za-z0-9._-]``."""
-    return "kling-" + "".join(secrets.choice(_KEY_ALPHABET[:62]) for _ in range(26))
-
-
-def _check_key(key: object) -> str:
-    if not isinstance(key, str) or not 16 <= len(key) <= 96 or any(
-            c not in _KEY_ALPHABET for c in key):
-        raise ValueError("idempotency_key must be 16-96 characters of [A-Za-z0-9._-]")
-    return key
-
-
-def check_task_id(task_id: str) -> str:
-    """Refuse ids that cannot be EvoLink task ids, before any request."""
-    if not isinstance(task_id, str):
-        raise TypeError(f"task_id must be a string, got {type(task_id).__name__}")
-    if not task_id.startswith(TASK_ID_PREFIX) or len(task_id) > 128 or any(
-            c.isspace() or c == "/" for c in task_id):
-        raise ValueError(f"{task_id!r} is not a task id: ids start with {TASK_ID_PREFIX!r}")
-    return task_id
-
-
 class Client:
     """The session manager: use it as ``async with kling.Client() as client:``.
 
@@ -119,6 +97,7 @@ class Client:
         max_connections: size of the connection pool.
         max_requests_per_second: request budget shared by submissions and reads
             (``None``: unlimited).
+        max_downloads: result files downloaded at once (their own pool, no API key).
         seed: seed for jitter (tests).
 
     An exception raised inside the block comes out as itself, not wrapped in an
@@ -130,13 +109,16 @@ class Client:
                  timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
                  poll: PollPolicy | None = None, max_connections: int = 16,
                  max_requests_per_second: float | None = 20.0,
-                 seed: int | None = None) -> None:
+                 max_downloads: int = 4, seed: int | None = None) -> None:
         key = api_key if api_key is not None else os.environ.get("EVOLINK_API_KEY")
         if not key:
             raise ValueError("no API key: pass api_key= or set EVOLINK_API_KEY "
                              "(get one at https://evolink.ai/dashboard/keys)")
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        if max_downloads < 1:
+            raise ValueError(f"max_downloads must be >= 1, got {max_downloads!r}")
+        self._max_downloads = max_downloads
         self._key = Secret(key)
         self._base_url = check_base_url(
             base_url or os.environ.get("EVOLINK_BASE_URL") or DEFAULT_BASE_URL)
@@ -169,13 +151,18 @@ class Client:
             max_connections=self._max_connections, rng=self._rng,
             user_agent=f"kling-async/{package_version()}")
         self._poller = Poller(self._transport, self._poll_policy, self._slots, self._rng)
+        self._downloader = Downloader(timeouts=self._timeouts, retry=self._retry,
+                                      limit=self._max_downloads, rng=self._rng,
+                                      user_agent=f"kling-async/{package_version()}")
         await self._transport.open()
+        await self._downloader.open()
         self._tg = anyio.create_task_group()
         try:
             await self._tg.__aenter__()
             await self._tg.start(self._poller.run)
         except BaseException:
             self._state = _State.CLOSED
+            await self._downloader.close()
             await self._transport.close()
             raise
         return self
@@ -188,6 +175,7 @@ class Client:
             with single_exceptions():
                 return await self._tg.__aexit__(exc_type, exc, tb)
         finally:
+            await self._downloader.close()
             await self._transport.close()
 
     def _check_open(self) -> None:
@@ -221,7 +209,8 @@ class Client:
         self._check_open()
         if not isinstance(request, TextToVideo):
             raise TypeError(f"submit() takes a TextToVideo, got {type(request).__name__}")
-        key = new_idempotency_key() if idempotency_key is None else _check_key(idempotency_key)
+        key = (new_idempotency_key() if idempotency_key is None
+               else check_idempotency_key(idempotency_key))
         body = request_to_wire(request)
         placeholder = object()
         attempt = 0
@@ -328,6 +317,26 @@ class Client:
         if final.snapshot.error is not None or final.status.value == "failed":
             raise TaskFailedError(final.snapshot)
         return final.snapshot
+
+    async def download(self, source: TaskSnapshot | str, path: str | os.PathLike[str]) -> Path:
+        """Download a result video to ``path`` and return the path.
+
+        Streams into a temporary file beside ``path``, resumes with ``Range`` after a
+        dropped connection, checks the size, then renames it into place atomically, so
+        ``path`` either does not exist or is complete. At most ``max_downloads`` run at
+        once, over a pool of their own that never carries the API key.
+
+        Args:
+            source: a completed :class:`TaskSnapshot` (its first result) or a result URL.
+            path: where the file goes; missing parent folders are created.
+
+        Raises:
+            ResultExpiredError: the link is gone (links last 24 hours); generate again.
+            DownloadError: the file could not be fetched completely after retries.
+        """
+        self._check_open()
+        url = source_url(source)
+        return await self._downloader.download(url, Path(path))
 
     # -- batches and callbacks ------------------------------------------------------------
 

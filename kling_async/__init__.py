@@ -24,6 +24,8 @@ from ._config import AdaptiveLimit as AdaptiveLimit
 from ._config import PollPolicy as PollPolicy
 from ._config import RetryPolicy as RetryPolicy
 from ._config import Timeouts as Timeouts
+from ._download import DownloadError as DownloadError
+from ._download import ResultExpiredError as ResultExpiredError
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import ConnectError as ConnectError
@@ -41,6 +43,8 @@ from ._errors import SubmissionUnknownError as SubmissionUnknownError
 from ._errors import TaskFailedError as TaskFailedError
 from ._errors import TransportError as TransportError
 from ._ids import new_idempotency_key as new_idempotency_key
+from ._journal import Journal as Journal
+from ._journal import JournalEntry as JournalEntry
 from ._models import Credits as Credits
 from ._models import TaskError as TaskError
 from ._models import TaskSnapshot as TaskSnapshot
@@ -63,10 +67,13 @@ __all__ = [
     "ClientStatistics",
     "ConnectError",
     "Credits",
+    "DownloadError",
     "Failed",
     "IdempotencyConflictError",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "Journal",
+    "JournalEntry",
     "KlingError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -75,6 +82,7 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseDecodeError",
+    "ResultExpiredError",
     "RetryPolicy",
     "ServerError",
     "Shot",

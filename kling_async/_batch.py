@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import anyio
+import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ._convert import request_to_wire
+from ._download import DownloadError, inside, safe_name
 from ._errors import (
     AuthenticationError,
     InsufficientCreditsError,
     KlingError,
     PermissionDeniedError,
+    SubmissionUnknownError,
     TaskFailedError,
 )
+from ._ids import new_idempotency_key
+from ._journal import Journal, JournalEntry, digest_of
 from ._models import TaskSnapshot, TaskStatus
 from ._request import TextToVideo
-from ._watch import TaskUpdates
+from ._watch import TaskUpdate, TaskUpdates
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -30,7 +36,7 @@ BATCH_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedEr
 
 @attrs.frozen(kw_only=True)
 class Submitted:
-    """Request ``index`` was accepted as task ``task_id``."""
+    """Request ``index`` was accepted as task ``task_id`` (or re-attached from a journal)."""
 
     index: int
     task_id: str
@@ -50,11 +56,13 @@ class Progressed:
 
 @attrs.frozen(kw_only=True)
 class Succeeded:
-    """Request ``index`` finished; ``snapshot.results`` holds the video URL(s)."""
+    """Request ``index`` finished; ``snapshot.results`` holds the video URL(s), and
+    ``path`` the downloaded file when ``download_to`` was given."""
 
     index: int
     task_id: str
     snapshot: TaskSnapshot
+    path: Path | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -62,8 +70,9 @@ class Failed:
     """Request ``index`` ended without a video.
 
     ``error`` says why: a :class:`TaskFailedError` for a failed task, the API error for
-    a refused submission, or :class:`SubmissionUnknownError` (with its key) when the
-    submission's outcome could not be settled. ``task_id`` is None if no task exists.
+    a refused submission, :class:`SubmissionUnknownError` (with its key) when the
+    submission's outcome could not be settled, or a :class:`DownloadError`.
+    ``task_id`` is None if no task exists.
     """
 
     index: int
@@ -75,12 +84,31 @@ class Failed:
 BatchEvent = Submitted | Progressed | Succeeded | Failed
 
 
+def plan_batch(requests: list[TextToVideo], journal: Journal | None
+               ) -> tuple[list[dict[str, Any]], list[str], dict[int, JournalEntry]]:
+    """Wire bodies, their digests and the journal's entries; refuse a foreign journal."""
+    bodies = [request_to_wire(r) for r in requests]
+    digests = [digest_of(b) for b in bodies]
+    entries = journal.entries() if journal is not None else {}
+    for index, entry in entries.items():
+        if index >= len(requests) or entry.digest != digests[index]:
+            raise ValueError(f"the journal {str(journal.path)!r} records a different request "
+                             f"at index {index}; use a new journal for a different batch"
+                             if journal else "journal mismatch")
+    return bodies, digests, entries
+
+
 class _Run:
     def __init__(self, client: Client, poller: Poller, requests: list[TextToVideo],
-                 send: MemoryObjectSendStream[BatchEvent]) -> None:
+                 send: MemoryObjectSendStream[BatchEvent], tg: anyio.abc.TaskGroup, *,
+                 journal: Journal | None, download_to: Path | None) -> None:
         self.client = client
         self.poller = poller
         self.send = send
+        self.tg = tg
+        self.journal = journal
+        self.download_to = download_to
+        self.bodies, self.digests, self.entries = plan_batch(requests, journal)
         self.todo: Iterator[tuple[int, TextToVideo]] = iter(enumerate(requests))
         self.updates = TaskUpdates((), open_ended=True)
         self.index_of: dict[str, int] = {}
@@ -89,58 +117,133 @@ class _Run:
 
     async def submitter(self) -> None:
         for index, request in self.todo:
+            entry = self.entries.get(index)
+            if entry is not None and await self.resume(index, entry):
+                continue
             if self.stop is not None:
                 await self.send.send(Failed(index=index, error=self.stop))
                 continue
+            key = entry.idempotency_key if entry is not None else new_idempotency_key()
+            if self.journal is not None:
+                await self.journal.begin(index, self.digests[index], self.bodies[index], key)
             try:
-                snapshot = await self.client.submit(request)
-            except BATCH_FATAL as exc:
-                if self.stop is None:
-                    self.stop = exc
-                await self.send.send(Failed(index=index, error=exc))
+                snapshot = await self.client.submit(request, idempotency_key=key)
+            except SubmissionUnknownError as exc:
+                await self.send.send(Failed(index=index, error=exc))  # journal: resend later
                 continue
             except KlingError as exc:
+                if isinstance(exc, BATCH_FATAL) and self.stop is None:
+                    self.stop = exc
+                if self.journal is not None:
+                    await self.journal.refused(index, getattr(exc, "code", None), str(exc))
                 await self.send.send(Failed(index=index, error=exc))
                 continue
-            self.index_of[snapshot.id] = index
-            self.last[index] = (snapshot.status, snapshot.progress)
+            if self.journal is not None:
+                await self.journal.submitted(index, snapshot)
+            await self.announce(index, snapshot)
+
+    async def resume(self, index: int, entry: JournalEntry) -> bool:
+        """Carry on from the journal; False means "send it (again) with its key"."""
+        if entry.state in ("completed", "downloaded"):
+            snapshot = entry.snapshot()
+            path = Path(entry.path) if entry.path else None
+            if self.download_to is not None and (path is None or not path.exists()):
+                self.tg.start_soon(self.fetch, index, snapshot)
+            else:
+                await self.send.send(Succeeded(index=index, task_id=snapshot.id,
+                                               snapshot=snapshot, path=path))
+            return True
+        if entry.state == "failed":
+            snapshot = entry.snapshot()
+            await self.send.send(Failed(index=index, error=TaskFailedError(snapshot),
+                                        task_id=snapshot.id, snapshot=snapshot))
+            return True
+        if entry.task_id is None:
+            return False
+        try:
+            snapshot = await self.client.get(entry.task_id)
+        except KlingError as exc:
+            await self.send.send(Failed(index=index, error=exc, task_id=entry.task_id))
+            return True
+        if not snapshot.is_terminal:
+            self.client.track([snapshot.id])
+        await self.announce(index, snapshot)
+        if snapshot.is_terminal:
+            await self.handle(index, TaskUpdate(task_id=snapshot.id, status=snapshot.status,
+                                                progress=snapshot.progress, snapshot=snapshot))
+        return True
+
+    async def announce(self, index: int, snapshot: TaskSnapshot) -> None:
+        self.index_of[snapshot.id] = index
+        self.last[index] = (snapshot.status, snapshot.progress)
+        await self.send.send(Submitted(index=index, task_id=snapshot.id, snapshot=snapshot))
+        if not snapshot.is_terminal:
             self.updates.add(snapshot.id)
-            await self.send.send(Submitted(index=index, task_id=snapshot.id, snapshot=snapshot))
             self.poller.subscribe(self.updates, [snapshot.id])
 
     async def forwarder(self) -> None:
         async for update in self.updates:
-            index = self.index_of[update.task_id]
-            snapshot = update.snapshot
-            if update.error is not None:
-                await self.send.send(Failed(index=index, error=update.error,
-                                            task_id=update.task_id, snapshot=snapshot))
-                continue
-            assert snapshot is not None
-            if update.status is TaskStatus.COMPLETED:
+            await self.handle(self.index_of[update.task_id], update)
+
+    async def handle(self, index: int, update: TaskUpdate) -> None:
+        snapshot = update.snapshot
+        if update.error is not None:
+            await self.send.send(Failed(index=index, error=update.error,
+                                        task_id=update.task_id, snapshot=snapshot))
+            return
+        assert snapshot is not None
+        previous = self.last.get(index)
+        self.last[index] = (update.status, update.progress)
+        if self.journal is not None and (previous is None or previous[0] != update.status):
+            await self.journal.status(index, snapshot)
+        if update.status is TaskStatus.COMPLETED:
+            if self.download_to is not None:
+                self.tg.start_soon(self.fetch, index, snapshot)
+            else:
                 await self.send.send(Succeeded(index=index, task_id=update.task_id,
                                                snapshot=snapshot))
-            elif update.status is TaskStatus.FAILED:
-                await self.send.send(Failed(index=index, error=TaskFailedError(snapshot),
-                                            task_id=update.task_id, snapshot=snapshot))
-            elif self.last.get(index) != (update.status, update.progress):
-                self.last[index] = (update.status, update.progress)
-                await self.send.send(Progressed(index=index, task_id=update.task_id,
-                                                status=update.status,
-                                                progress=update.progress, snapshot=snapshot))
+        elif update.status is TaskStatus.FAILED:
+            await self.send.send(Failed(index=index, error=TaskFailedError(snapshot),
+                                        task_id=update.task_id, snapshot=snapshot))
+        elif previous != (update.status, update.progress):
+            await self.send.send(Progressed(index=index, task_id=update.task_id,
+                                            status=update.status, progress=update.progress,
+                                            snapshot=snapshot))
+
+    async def fetch(self, index: int, snapshot: TaskSnapshot) -> None:
+        assert self.download_to is not None
+        target = inside(self.download_to, f"{index:05d}-{safe_name(snapshot.id)}.mp4")
+        try:
+            if not snapshot.results:
+                raise DownloadError(f"task {snapshot.id} completed without a result link",
+                                    url="")
+            path = await self.client.download(snapshot, target)
+        except KlingError as exc:
+            await self.send.send(Failed(index=index, error=exc, task_id=snapshot.id,
+                                        snapshot=snapshot))
+            return
+        if self.journal is not None:
+            await self.journal.downloaded(index, path)
+        await self.send.send(Succeeded(index=index, task_id=snapshot.id, snapshot=snapshot,
+                                       path=path))
 
 
 async def run_batch(client: Client, poller: Poller, requests: list[TextToVideo],
-                    send: MemoryObjectSendStream[BatchEvent], concurrency: int) -> None:
+                    send: MemoryObjectSendStream[BatchEvent], concurrency: int, *,
+                    journal: Journal | None = None, download_to: Path | None = None) -> None:
     """Submit ``requests`` with ``concurrency`` submitters and forward their events."""
-    run = _Run(client, poller, requests, send)
+    runs: list[_Run] = []
     with send:
         try:
             async with anyio.create_task_group() as tg:
+                run = _Run(client, poller, requests, send, tg, journal=journal,
+                           download_to=download_to)
+                runs.append(run)
                 tg.start_soon(run.forwarder)
                 async with anyio.create_task_group() as submitters:
                     for _ in range(min(concurrency, max(len(requests), 1))):
                         submitters.start_soon(run.submitter)
                 run.updates.seal()
         finally:
-            poller.unsubscribe(run.updates, list(run.index_of))
+            for run in runs:  # after the forwarder and downloads are done (or cancelled)
+                poller.unsubscribe(run.updates, list(run.index_of))

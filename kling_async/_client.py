@@ -9,6 +9,7 @@ import os
 import random
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -17,7 +18,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._batch import BatchEvent, run_batch
+from ._batch import BatchEvent, plan_batch, run_batch
 from ._config import AdaptiveLimit, PollPolicy, RetryPolicy, Timeouts
 from ._convert import credits_from_wire, request_to_wire, snapshot_from_wire
 from ._download import Downloader, source_url
@@ -31,6 +32,7 @@ from ._errors import (
 from ._groups import single_exceptions
 from ._http import Secret, Transport, check_base_url
 from ._ids import check_idempotency_key, check_task_id, new_idempotency_key
+from ._journal import Journal
 from ._models import Credits, TaskSnapshot
 from ._pacing import RequestPacer
 from ._poller import Poller
@@ -342,7 +344,8 @@ class Client:
 
     @asynccontextmanager
     async def generate_many(self, requests: Iterable[TextToVideo], *,
-                            submit_concurrency: int = 4
+                            download_to: str | os.PathLike[str] | None = None,
+                            journal: Journal | None = None, submit_concurrency: int = 4
                             ) -> AsyncIterator[anyio.abc.ObjectReceiveStream[BatchEvent]]:
         """Run many generations; yields a stream of ``Submitted``, ``Progressed``,
         ``Succeeded`` and ``Failed`` events, each carrying the request's ``index``.
@@ -353,6 +356,18 @@ class Client:
         stops further submissions, and each remaining request gets a ``Failed`` event
         carrying that error. Leaving the block early stops submitting; tasks already
         submitted keep running on the server and keep their slots until they finish.
+
+        Args:
+            requests: the :class:`TextToVideo` requests; events carry their index.
+            download_to: a folder; each finished clip is downloaded there as soon as its
+                task succeeds (``NNNNN-<task id>.mp4``) before ``Succeeded`` is sent.
+            journal: a :class:`Journal`; running the same batch again with it resumes:
+                finished items are reported without new work, unfinished tasks are
+                re-attached, and unsettled submissions are re-sent with their key.
+            submit_concurrency: submissions in flight at once (slots still apply).
+
+        Raises:
+            ValueError: the journal records a different batch (before anything is sent).
         """
         self._check_open()
         items = list(requests)
@@ -362,10 +377,14 @@ class Client:
                                 "not a TextToVideo")
         if submit_concurrency < 1:
             raise ValueError("submit_concurrency must be >= 1")
+        plan_batch(items, journal)  # a foreign journal is refused before anything is sent
+        folder = None if download_to is None else Path(download_to)
         send, receive = anyio.create_memory_object_stream[BatchEvent](64)
         with single_exceptions():
             async with anyio.create_task_group() as tg:
-                tg.start_soon(run_batch, self, self._poller, items, send, submit_concurrency)
+                tg.start_soon(partial(run_batch, self, self._poller, items, send,
+                                      submit_concurrency, journal=journal,
+                                      download_to=folder))
                 try:
                     with receive:
                         yield receive

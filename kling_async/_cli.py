@@ -39,7 +39,8 @@ async def open_session(concurrency: int | None) -> AsyncIterator[Session]:
     """A Client on ``$EVOLINK_API_KEY``, or on an in-process Emulator when it is unset."""
     if os.environ.get("EVOLINK_API_KEY"):
         base_url = os.environ.get("EVOLINK_BASE_URL") or "https://api.evolink.ai"
-        async with Client(max_in_flight=concurrency) as client:
+        scale = float(os.environ.get("KLING_ASYNC_TIME_SCALE", "1"))
+        async with Client(max_in_flight=concurrency, poll=scaled_poll(scale)) as client:
             yield Session(client, base_url, emulated=False)
         return
     from .testing import Emulator
@@ -47,10 +48,22 @@ async def open_session(concurrency: int | None) -> AsyncIterator[Session]:
     async with Emulator(time_scale=EMULATOR_SCALE) as emulator:
         print(f"No EVOLINK_API_KEY set: using the built-in Emulator at {emulator.url} "
               "(nothing is spent; set EVOLINK_API_KEY to generate real clips).", flush=True)
-        poll = PollPolicy(min_interval=0.05, max_interval=0.6, time_scale=EMULATOR_SCALE)
-        async with Client(emulator.api_key, base_url=emulator.url, poll=poll,
+        async with Client(emulator.api_key, base_url=emulator.url,
+                          poll=scaled_poll(EMULATOR_SCALE),
                           max_in_flight=concurrency) as client:
             yield Session(client, emulator.url, emulated=True)
+
+
+def scaled_poll(scale: float) -> PollPolicy:
+    """The default poll policy for a server running ``scale`` times faster than real time.
+
+    ``KLING_ASYNC_TIME_SCALE`` sets it for an external Emulator; the real service is 1.
+    """
+    if scale <= 0:
+        raise ValueError(f"KLING_ASYNC_TIME_SCALE must be > 0, got {scale!r}")
+    default = PollPolicy()
+    return PollPolicy(min_interval=max(default.min_interval / scale, 0.02),
+                      max_interval=max(default.max_interval / scale, 0.2), time_scale=scale)
 
 
 def request_defaults(args: argparse.Namespace) -> dict[str, Any]:

@@ -304,6 +304,8 @@ class Routes:
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         """``GET /files/{task_id}.mp4``: the result clip, until it expires."""
+        if "Authorization" in request.headers:
+            self.world.file_requests_with_key += 1
         task_id = request.match_info["name"].removesuffix(".mp4")
         task = self.world.tasks.get(task_id)
         if task is None or not task.settled or task.timeline.failure_code is not None:

@@ -98,6 +98,7 @@ class Statistics:
     callbacks_failed: int
     callbacks_undeliverable: int
     file_bytes_sent: int
+    file_requests_with_key: int
 
     def count(self, route: str, status: int | None = None) -> int:
         """Requests seen on ``route`` (optionally only those answered with ``status``)."""
@@ -145,6 +146,7 @@ class World:
         self.per_body: Counter[str] = Counter()
         self.replays = 0
         self.file_bytes_sent = 0
+        self.file_requests_with_key = 0
 
     def statistics(self) -> Statistics:
         """Freeze the counters into a :class:`Statistics`."""
@@ -155,7 +157,8 @@ class World:
             in_flight={k: a.unfinished for k, a in self.accounts.items()},
             tasks_per_idempotency_key=dict(self.per_key), tasks_per_body=dict(self.per_body),
             replays=self.replays, callbacks_sent=0, callbacks_failed=0,
-            callbacks_undeliverable=0, file_bytes_sent=self.file_bytes_sent)
+            callbacks_undeliverable=0, file_bytes_sent=self.file_bytes_sent,
+            file_requests_with_key=self.file_requests_with_key)
 
     # -- limits ---------------------------------------------------------------------------
 

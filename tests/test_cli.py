@@ -77,10 +77,11 @@ async def test_a_killed_batch_resumes_paying_once(tmp_path: Path) -> None:
         await process.wait()
         await process.aclose()
         assert b"succeeded," not in seen  # it really died mid-run
-        code, text, err = await cli("batch", str(prompts), "--out", str(out), emu=emu)
+        code, _text, err = await cli("batch", str(prompts), "--out", str(out), emu=emu)
         stats = emu.statistics()
     assert code == 0, err
-    assert stats.tasks_created == 12 and stats.duplicate_bodies == 0
+    assert stats.tasks_created == 12
+    assert stats.duplicate_bodies == 0
     files = list(out.glob("*.mp4"))
     assert len(files) == 12
     assert all(f.read_bytes() == result_bytes(None) for f in files)
@@ -93,7 +94,8 @@ async def test_failures_give_a_non_zero_exit_with_reasons(tmp_path: Path) -> Non
         emu.fail_next_tasks("content_policy_violation")
         code, out, _ = await cli("batch", str(prompts), "--out", str(tmp_path / "c"), emu=emu)
     assert code == 1
-    assert "2 succeeded, 1 failed of 3" in out and "1 x content_policy_violation" in out
+    assert "2 succeeded, 1 failed of 3" in out
+    assert "1 x content_policy_violation" in out
 
 
 async def test_bad_prompt_files_are_refused_before_sending(tmp_path: Path) -> None:
@@ -102,7 +104,9 @@ async def test_bad_prompt_files_are_refused_before_sending(tmp_path: Path) -> No
     async with Emulator(time_scale=SCALE) as emu:
         code, _, err = await cli("batch", str(bad), "--out", str(tmp_path / "c"), emu=emu)
         assert sum(emu.statistics().requests.values()) == 0
-    assert code == 2 and "prompts.jsonl:2" in err and "duration" in err
+    assert code == 2
+    assert "prompts.jsonl:2" in err
+    assert "duration" in err
 
 
 async def test_jsonl_requests_with_shots(tmp_path: Path) -> None:
@@ -123,11 +127,15 @@ async def test_generate_status_and_credits(tmp_path: Path) -> None:
         assert (tmp_path / "cat.mp4").read_bytes() == result_bytes(None)
         task_id = out.split()[1]
         code, out, _ = await cli("status", task_id, emu=emu)
-        assert code == 0 and "completed" in out and task_id in out
+        assert code == 0
+        assert "completed" in out
+        assert task_id in out
         code, out, _ = await cli("credits", emu=emu)
-        assert code == 0 and "remaining" in out
+        assert code == 0
+        assert "remaining" in out
         code, _, err = await cli("status", "not-a-task", emu=emu)
-        assert code == 2 and "task id" in err
+        assert code == 2
+        assert "task id" in err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -137,7 +145,8 @@ async def test_ctrl_c_prints_the_resume_command(tmp_path: Path) -> None:
             str(tmp_path / "c"), "--concurrency", "2"]
     async with Emulator(time_scale=SCALE / 10) as emu:
         process = await anyio.open_process(args, env=env_for(emu))
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
         with anyio.fail_after(30):
             async for chunk in process.stdout:
                 if b"submitted as" in chunk:
@@ -147,4 +156,5 @@ async def test_ctrl_c_prints_the_resume_command(tmp_path: Path) -> None:
             err = b"".join([chunk async for chunk in process.stderr]).decode()
         await process.aclose()
     assert code == 130
-    assert "Resume with:" in err and "kling-async batch" in err
+    assert "Resume with:" in err
+    assert "kling-async batch" in err

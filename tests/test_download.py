@@ -28,10 +28,12 @@ async def test_download_writes_the_whole_file_atomically(
     done = await finished_task(emulator, client)
     target = tmp_path / "nested" / "cat.mp4"
     path = await client.download(done, target)
-    assert path == target and target.read_bytes() == result_bytes(SIZE)
+    assert path == target
+    assert target.read_bytes() == result_bytes(SIZE)
     assert [p.name for p in target.parent.iterdir()] == ["cat.mp4"]  # no partial left
     stats = emulator.statistics()
-    assert stats.count("file", 200) == 1 and stats.file_requests_with_key == 0
+    assert stats.count("file", 200) == 1
+    assert stats.file_requests_with_key == 0
 
 
 async def test_download_resumes_after_a_dropped_connection(
@@ -42,7 +44,8 @@ async def test_download_resumes_after_a_dropped_connection(
     path = await client.download(done.video_url or "", tmp_path / "cat.mp4")
     assert path.read_bytes() == result_bytes(SIZE)
     stats = emulator.statistics()
-    assert stats.count("file", 200) == 1 and stats.count("file", 206) == 1
+    assert stats.count("file", 200) == 1
+    assert stats.count("file", 206) == 1
     assert stats.file_bytes_sent < SIZE * 1.6  # the second request sent only the rest
 
 
@@ -87,7 +90,8 @@ def test_names_cannot_leave_the_folder(tmp_path: Path, name: str) -> None:
     ("a/b\\c", "a_b_c"), ("...", "clip"), ("", "clip")])
 def test_safe_names(raw: str, safe: str) -> None:
     assert safe_name(raw) == safe
-    assert "/" not in safe_name(raw) and safe_name(raw) not in (".", "..")
+    assert "/" not in safe_name(raw)
+    assert safe_name(raw) not in (".", "..")
 
 
 async def test_batches_download_as_tasks_succeed(tmp_path: Path) -> None:
@@ -104,6 +108,7 @@ async def test_batches_download_as_tasks_succeed(tmp_path: Path) -> None:
                             succeeded.append(event)
     assert len(succeeded) == 6
     for event in succeeded:
-        assert event.path is not None and event.path.parent == tmp_path.resolve()
+        assert event.path is not None
+        assert event.path.parent == tmp_path.resolve()
         assert event.path.read_bytes() == result_bytes(None)
         assert event.path.name.startswith(f"{event.index:05d}-")

@@ -56,7 +56,8 @@ async def test_an_interrupted_batch_resumes_without_duplicates(tmp_path: Path) -
     ends = finals(second)
     assert sorted(ends) == list(range(12))
     assert all(isinstance(e, kling.Succeeded) for e in ends.values())
-    assert stats.tasks_created == 12 and stats.duplicate_bodies == 0
+    assert stats.tasks_created == 12
+    assert stats.duplicate_bodies == 0
     files = sorted(p.name for p in tmp_path.glob("*.mp4"))
     assert len(files) == 12
     entries = kling.Journal(tmp_path / "journal.sqlite3").entries()
@@ -94,7 +95,8 @@ async def test_an_unsettled_submission_is_resent_with_its_key(tmp_path: Path) ->
         journal.close()
         stats = emu.statistics()
     assert all(isinstance(e, kling.Succeeded) for e in finals(second).values())
-    assert stats.tasks_created == 3 and stats.duplicate_bodies == 0
+    assert stats.tasks_created == 3
+    assert stats.duplicate_bodies == 0
     assert all(n == 1 for n in stats.tasks_per_idempotency_key.values())
 
 

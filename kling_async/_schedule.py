@@ -7,27 +7,35 @@ from collections.abc import Sequence
 
 from ._config import PollPolicy
 
-EARLY_SHARE = 0.8  # real durations spread about ±20 % around the estimate
-STEP_SHARE = 0.5   # each read waits half of the time left to the earliest plausible end
+EARLY_SHARE = 0.8       # real durations spread about ±20 % around the server's estimate
+PROGRESS_MARGIN = 0.95  # pace-based ends are shaded early: progress is rarely linear
+MIN_PROGRESS = 10       # below this, progress says too little about the end
+FINAL_PHASE = 90        # from here on, the task is finishing: read by what is left
+FINAL_SHARE = 0.5       # ...aiming at half of the expected time for the remaining percent
+STEP_SHARE = 0.5        # each read waits half of the predicted time left
 
 
 def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float | None,
                         samples: Sequence[tuple[float, int]], now: float) -> float:
-    """Seconds until the earliest plausible completion of a task.
+    """Seconds until a task might plausibly finish, to space its reads.
 
-    Two predictions, the sooner wins: the server's ``estimated_time`` (scaled, shrunk to
-    its early edge), and the progress rate observed since the task first moved.
+    Below 90 %: the later of the early edge of the server's ``estimated_time`` (scaled)
+    and the end its average pace implies, so neither a slow start nor a stall in the
+    80s spends reads early. From 90 %: half of the remaining percent of the expected
+    duration (the larger of the estimate's early edge and the pace-implied total), so
+    reads tighten as the task closes in on 100 %.
     """
+    del now  # the schedule depends on elapsed time and progress only
+    progress = samples[-1][1] if samples else 0
     total = (estimate if estimate is not None else policy.default_estimate) / policy.time_scale
-    by_estimate = total * EARLY_SHARE - elapsed
-    moving = [(t, p) for t, p in samples if p > 0]
-    if len(moving) >= 2:
-        (t0, p0), (t1, p1) = moving[0], moving[-1]
-        if p1 > p0 and t1 > t0:
-            rate = (p1 - p0) / (t1 - t0)
-            by_rate = (100 - p1) / rate - (now - t1)
-            return max(min(by_estimate, by_rate * EARLY_SHARE), 0.0)
-    return max(by_estimate, 0.0)
+    early_edge = max(total * EARLY_SHARE - elapsed, 0.0)
+    if progress < MIN_PROGRESS or elapsed <= 0:
+        return early_edge
+    pace_total = elapsed * 100.0 / progress
+    if progress >= FINAL_PHASE:
+        expected = max(total * EARLY_SHARE, pace_total)
+        return (100 - progress) / 100.0 * expected * FINAL_SHARE
+    return max(early_edge, pace_total * PROGRESS_MARGIN - elapsed)
 
 
 def next_delay(policy: PollPolicy, remaining: float, rng: random.Random) -> float:

@@ -22,6 +22,11 @@ class EmulatorClock:
         # Unix seconds at start, only for the "created" field and task ids.
         self._unix_start = time.time()  # noqa: TID251 - wire timestamps are wall-clock by definition
 
+    @property
+    def monotonic_start(self) -> float:
+        """``time.monotonic()`` at which API time was 0 (ignoring :meth:`advance`)."""
+        return self._start - self._stepped / self.time_scale if self.time_scale else self._start
+
     def now(self) -> float:
         """Return API seconds since the Emulator started."""
         return (time.monotonic() - self._start) * self.time_scale + self._stepped

@@ -59,6 +59,7 @@ class Routes:
         app.router.add_get("/v1/tasks", self.list_tasks)
         app.router.add_get("/v1/credits", self.credits)
         app.router.add_get("/files/{name}", self.file)
+        app.router.add_get("/_emulator/timeline", self.timeline)
         return app
 
     @web.middleware
@@ -325,6 +326,22 @@ class Routes:
         return response
 
 
+    async def timeline(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_emulator/timeline``: the clock and every task's end, for benchmarks.
+
+        ``monotonic_start`` is the system monotonic time at which API time was 0, so another
+        process can turn its own ``time.monotonic()`` readings into API time.
+        """
+        clock = self.emu.clock
+        return web.json_response({
+            "monotonic_start": clock.monotonic_start, "time_scale": clock.time_scale,
+            "now": clock.now(), "connections": len(self.world.peers),
+            "requests": {route: sum(n for (r, _), n in self.world.requests.items()
+                                    if r == route)
+                         for route in {r for r, _ in self.world.requests}},
+            "ends": {t.id: t.ends_at for t in self.world.tasks.values()}})
+
+
 def _route_name(request: web.Request) -> str:
     path, method = request.path, request.method
     if path == "/v1/videos/generations":
@@ -339,4 +356,6 @@ def _route_name(request: web.Request) -> str:
         return "credits"
     if path.startswith("/files/"):
         return "file"
+    if path.startswith("/_emulator/"):
+        return "emulator"
     return "other"

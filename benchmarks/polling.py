@@ -1,0 +1,133 @@
+"""Polling efficiency: status requests per task and completion-detection lag.
+
+    python -m benchmarks.polling --tasks 1000 --scale 10
+
+Every variant runs the same number of tasks (``estimated_time`` 300 API-s, real durations
+±20 %) against its own Emulator process, scaled ``--scale`` times faster than real time.
+Lag is the API time between a task's real end (from the Emulator's timeline) and the
+moment the client reported it; requests are the Emulator's count of status reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import anyio
+from aiohttp import web
+
+import kling_async as kling
+
+from ._harness import Server, api_time, cpu_seconds, emulator_process, percentile, save, table
+from .baselines import aiohttp_loop, httpx_loop
+
+Runner = Callable[[Server, int, float], Awaitable[dict[str, float]]]
+
+
+def client_for(server: Server, tasks: int, scale: float) -> kling.Client:
+    poll = kling.PollPolicy(min_interval=5 / scale, max_interval=60 / scale, time_scale=scale)
+    return kling.Client(server.api_key, base_url=server.url, poll=poll, max_in_flight=tasks,
+                        max_requests_per_second=None, max_connections=16)
+
+
+async def kling_run(server: Server, tasks: int, scale: float,
+                    callback_url: str | None = None,
+                    on_client: Callable[[kling.Client], None] | None = None
+                    ) -> dict[str, float]:
+    detected: dict[str, float] = {}
+    request = kling.TextToVideo(prompt="benchmark clip", callback_url=callback_url,
+                                allow_local_callback=callback_url is not None)
+    async with client_for(server, tasks, scale) as client:
+        if on_client is not None:
+            on_client(client)
+        async with client.generate_many([request] * tasks, submit_concurrency=16) as events:
+            async for event in events:
+                if isinstance(event, kling.Succeeded | kling.Failed) and event.task_id:
+                    detected[event.task_id] = time.monotonic()
+    return detected
+
+
+async def kling_callbacks(server: Server, tasks: int, scale: float) -> dict[str, float]:
+    holder: list[kling.Client] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        if holder:
+            holder[0].ingest_callback(await request.read())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        return await kling_run(server, tasks, scale, callback_url=f"http://{host}:{port}/hook",
+                               on_client=holder.append)
+    finally:
+        await runner.cleanup()
+
+
+async def baseline_a(server: Server, tasks: int, scale: float) -> dict[str, float]:
+    return await aiohttp_loop.run(server.url, server.api_key, tasks, 5 / scale)
+
+
+async def baseline_b(server: Server, tasks: int, scale: float) -> dict[str, float]:
+    return await httpx_loop.run(server.url, server.api_key, tasks, 5 / scale)
+
+
+VARIANTS: dict[str, tuple[Runner, tuple[str, ...]]] = {
+    "(a) aiohttp, GET every 5 s": (baseline_a, ("--no-batch",)),
+    "(b) httpx, GET every 5 s": (baseline_b, ("--no-batch",)),
+    "kling_async, per-task GETs": (kling_run, ("--no-batch",)),
+    "kling_async, batch reads": (kling_run, ()),
+    "kling_async, callbacks": (kling_callbacks, ("--allow-local-callbacks",)),
+}
+
+
+async def measure(name: str, tasks: int, scale: float) -> dict[str, Any]:
+    runner, flags = VARIANTS[name]
+    with emulator_process("--time-scale", str(scale), *flags) as server:
+        cpu_before, started = cpu_seconds(), time.monotonic()
+        with anyio.fail_after(3600 / scale + 120):
+            detected = await runner(server, tasks, scale)
+        wall, cpu = time.monotonic() - started, cpu_seconds() - cpu_before
+        async with aiohttp.ClientSession() as session:
+            timeline = await server.stats(session)
+    ends = timeline["ends"]
+    lags = [api_time(at, timeline) - ends[task_id] for task_id, at in detected.items()]
+    reads = timeline["requests"].get("get", 0) + timeline["requests"].get("batch", 0)
+    real_lags_ms = [lag / scale * 1000 for lag in lags]
+    return {"variant": name, "tasks": len(detected), "reads": reads,
+            "reads_per_task": reads / max(len(detected), 1),
+            "lag_p50_s": percentile(lags, 0.5), "lag_p95_s": percentile(lags, 0.95),
+            "lag_p95_real_ms": percentile(real_lags_ms, 0.95),
+            "connections": timeline["connections"], "client_cpu_s": cpu, "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--scale", type=float, default=10.0)
+    parser.add_argument("--only", action="append", help="run only variants containing this")
+    args = parser.parse_args()
+    names = [n for n in VARIANTS if not args.only or any(o in n for o in args.only)]
+    rows = [asyncio.run(measure(name, args.tasks, args.scale)) for name in names]
+    base = next((r for r in rows if r["variant"].startswith("(a)")), None)
+    for row in rows:
+        if base is not None:
+            row["fewer_reads_than_a"] = base["reads"] / max(row["reads"], 1)
+    columns = ["variant", "tasks", "reads_per_task", "fewer_reads_than_a", "lag_p50_s",
+               "lag_p95_s", "lag_p95_real_ms", "connections", "client_cpu_s"]
+    print(table(rows, columns))
+    command = f"python -m benchmarks.polling --tasks {args.tasks} --scale {args.scale:g}"
+    print("saved", save("polling", command, rows, scale=args.scale))
+
+
+if __name__ == "__main__":
+    main()

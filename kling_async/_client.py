@@ -64,6 +64,7 @@ class ClientStatistics:
         tracked: task ids the poller follows.
         requests_sent: HTTP requests sent, retries included.
         batch_reads / single_reads: poller reads by kind.
+        statuses_read: task readings the poller has processed.
         rate_limited: 429 answers to submissions.
         batch_supported: whether the server has the batch read (None: not tried yet).
     """
@@ -75,6 +76,7 @@ class ClientStatistics:
     requests_sent: int
     batch_reads: int
     single_reads: int
+    statuses_read: int
     rate_limited: int
     batch_supported: bool | None
 
@@ -419,4 +421,5 @@ class Client:
             waiting=self._slots.waiting, tracked=self._poller.tracked,
             requests_sent=self._transport.requests_sent,
             batch_reads=self._poller.batch_reads, single_reads=self._poller.single_reads,
+            statuses_read=self._poller.statuses_read,
             rate_limited=self._rate_limited, batch_supported=self._poller.batch_supported)

@@ -7,6 +7,7 @@ optional fields are omitted, ``sound`` is ``"on"``/``"off"``, shot durations are
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,12 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a number, got {type(value).__name__}")
     return float(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc(seconds: float) -> datetime:
+    # A task's "created" never changes between reads: convert it once.
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _structure_error(data: Any, _: type) -> TaskError:
@@ -85,7 +92,7 @@ def _structure_snapshot(data: Any, _: type) -> TaskSnapshot:
     return TaskSnapshot(
         id=task_id, model=_opt_str(data.get("model")) or "", status=status,
         progress=100 if status is TaskStatus.COMPLETED else int(min(max(progress, 0.0), 100.0)),
-        created=None if created is None else datetime.fromtimestamp(created, UTC),
+        created=None if created is None else _utc(created),
         results=tuple(u for u in results if isinstance(u, str))
         if isinstance(results, list) else (),
         error=task_error,

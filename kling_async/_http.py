@@ -93,6 +93,10 @@ class Transport:
         self._rng = rng
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self._socket_timeouts = {
+            seconds: aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
+                                           sock_read=seconds)
+            for seconds in (timeouts.read, timeouts.submit)}
         self.requests_sent = 0
 
     async def open(self) -> None:
@@ -121,8 +125,7 @@ class Transport:
         if session is None:
             raise RuntimeError("the client is closed")
         await self.pacer.acquire()
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect,
-                                        sock_read=read_timeout)
+        timeout = self._socket_timeouts[read_timeout]
         self.requests_sent += 1
         try:
             async with session.request(method, self._base + path, json=body, headers=headers,
@@ -229,6 +232,8 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     declared = response.content_length
     if declared is not None and declared > MAX_BODY:
         raise ResponseDecodeError(f"answer of {declared} bytes is over the {MAX_BODY} limit")
+    if declared is not None:
+        return await response.read()  # bounded by the check above
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):

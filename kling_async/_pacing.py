@@ -37,6 +37,9 @@ class RequestPacer:
 
     async def acquire(self) -> None:
         """Wait for the pause to end and for a token; cancellable, spends nothing if so."""
+        if self._rate is None and not self._lock.locked() and (
+                anyio.current_time() >= self._paused_until):
+            return  # nothing to wait for; the request itself is the checkpoint
         async with self._lock:
             while True:
                 now = anyio.current_time()

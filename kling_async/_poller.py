@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._config import PollPolicy
 from ._convert import batch_items, snapshot_from_wire
@@ -82,11 +83,11 @@ class Poller:
         self._finished: OrderedDict[str, TaskUpdate] = OrderedDict()
         self._heap: list[tuple[float, int, str]] = []
         self._wake = anyio.Event()
-        self._reads = anyio.CapacityLimiter(policy.max_concurrent_reads)
         self.batch_supported: bool | None = None
         self.batch_reads = 0
         self.single_reads = 0
         self.updates_published = 0
+        self.statuses_read = 0
 
     # -- registry -------------------------------------------------------------------------
 
@@ -170,18 +171,30 @@ class Poller:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Read due ids until cancelled (by the Client on exit)."""
+        """Read due ids until cancelled (by the Client on exit).
+
+        A fixed set of ``max_concurrent_reads`` readers takes chunks from an unbuffered
+        stream, so handing over a chunk waits for a free reader (no task per read).
+        """
+        send, receive = anyio.create_memory_object_stream[list[_Tracked]](0)
         async with anyio.create_task_group() as tg:
+            for _ in range(self._policy.max_concurrent_reads):
+                tg.start_soon(self._reader, receive.clone())
+            receive.close()
             task_status.started()
-            while True:
-                due = self._pop_due(anyio.current_time())
-                if not due:
-                    await self._sleep_until_due()
-                    continue
-                for chunk in self._chunks(due):
-                    borrower = object()
-                    await self._reads.acquire_on_behalf_of(borrower)
-                    tg.start_soon(self._read_chunk, chunk, borrower)
+            with send:
+                while True:
+                    due = self._pop_due(anyio.current_time())
+                    if not due:
+                        await self._sleep_until_due()
+                        continue
+                    for chunk in self._chunks(due):
+                        await send.send(chunk)
+
+    async def _reader(self, chunks: MemoryObjectReceiveStream[list[_Tracked]]) -> None:
+        with chunks:
+            async for chunk in chunks:
+                await self._read_chunk(chunk)
 
     async def _sleep_until_due(self) -> None:
         wait = self._heap[0][0] - anyio.current_time() if self._heap else 3600.0
@@ -213,14 +226,13 @@ class Poller:
         size = self._policy.batch_size
         return singles + [batched[i:i + size] for i in range(0, len(batched), size)]
 
-    async def _read_chunk(self, chunk: list[_Tracked], borrower: object) -> None:
+    async def _read_chunk(self, chunk: list[_Tracked]) -> None:
         try:
             if len(chunk) == 1:
                 await self._read_one(chunk[0])
             else:
                 await self._read_batch(chunk)
         finally:
-            self._reads.release_on_behalf_of(borrower)
             for entry in chunk:
                 entry.reading = False
                 if entry.urgent and entry.task_id in self._tracked:
@@ -247,6 +259,7 @@ class Poller:
             return
         if snapshot.id != entry.task_id:
             snapshot = attrs.evolve(snapshot, id=entry.task_id)
+        self.statuses_read += 1
         entry.urgent = False
         self._absorb(entry, snapshot, anyio.current_time())
 
@@ -296,6 +309,7 @@ class Poller:
                 else:
                     self._retry_later(entry, exc)
                 continue
+            self.statuses_read += 1
             entry.urgent = False
             self._absorb(entry, snapshot, now)
         for entry in chunk:

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests-per-second", type=float, default=None)
     parser.add_argument("--failure-rate", type=float, default=0.0)
     parser.add_argument("--result-size", type=int, default=None)
+    parser.add_argument("--estimated-time", type=float, default=300.0,
+                        help="estimated_time of every task, in API seconds")
     parser.add_argument("--no-batch", action="store_true", help="switch POST /v1/tasks/batch off")
     parser.add_argument("--allow-local-callbacks", action="store_true")
     parser.add_argument("--seed", type=int, default=None)
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
                             max_concurrent_tasks=args.max_concurrent_tasks,
                             requests_per_second=args.requests_per_second,
                             failure_rate=args.failure_rate, result_size=args.result_size,
+                            estimated_time=args.estimated_time,
                             batch_endpoint=not args.no_batch,
                             allow_local_callbacks=args.allow_local_callbacks,
                             seed=args.seed) as emu:

@@ -339,7 +339,8 @@ class Routes:
             "requests": {route: sum(n for (r, _), n in self.world.requests.items()
                                     if r == route)
                          for route in {r for r, _ in self.world.requests}},
-            "ends": {t.id: t.ends_at for t in self.world.tasks.values()}})
+            "ends": {t.id: t.ends_at for t in self.world.tasks.values()},
+            "created": {t.id: t.created_at for t in self.world.tasks.values()}})
 
 
 def _route_name(request: web.Request) -> str:

@@ -1,0 +1,79 @@
+"""CPU per task status processed, parsing and event fan-out included.
+
+    python -m benchmarks.cpu --tasks 500 --seconds 10
+
+The floor (c) is a bare aiohttp GET plus ``json.loads`` per status. kling_async is
+measured reading the same tasks through its poller with every status fanned out to a
+watcher, once with per-task GETs (one status per request, like the floor) and once with
+batch reads (50 statuses per request). The Emulator runs in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import anyio
+
+import kling_async as kling
+
+from ._harness import cpu_seconds, emulator_process, save, table
+from .baselines import raw_floor
+from .scale import create_tasks
+
+FAST = kling.PollPolicy(min_interval=0.02, max_interval=0.02, jitter=0.0, time_scale=50)
+
+
+async def floor(tasks: int, seconds: float) -> dict[str, Any]:
+    with emulator_process("--time-scale", "50", "--estimated-time", "5000") as server:
+        ids = await create_tasks(server, tasks)
+        before = cpu_seconds()
+        count = await raw_floor.run(server.url, server.api_key, ids, seconds)
+        cpu = cpu_seconds() - before
+    return {"variant": "(c) raw aiohttp GET + json", "statuses": count,
+            "cpu_us_per_status": cpu / count * 1e6}
+
+
+async def kling_variant(name: str, tasks: int, seconds: float,
+                        flags: tuple[str, ...]) -> dict[str, Any]:
+    with emulator_process("--time-scale", "50", "--estimated-time", "5000",
+                          *flags) as server:
+        ids = await create_tasks(server, tasks)
+        async with kling.Client(server.api_key, base_url=server.url, poll=FAST,
+                                max_in_flight=tasks + 1, max_requests_per_second=None) as c:
+            updates_seen = 0
+            before = cpu_seconds()
+            c.track(ids)
+            with anyio.move_on_after(seconds):
+                async with c.watch(ids) as updates:
+                    async for _ in updates:
+                        updates_seen += 1
+            cpu = cpu_seconds() - before
+            statuses = c.statistics().statuses_read
+    return {"variant": name, "statuses": statuses, "updates": updates_seen,
+            "cpu_us_per_status": cpu / max(statuses, 1) * 1e6}
+
+
+async def run_all(tasks: int, seconds: float) -> list[dict[str, Any]]:
+    rows = [await floor(tasks, seconds),
+            await kling_variant("kling_async, per-task GETs", tasks, seconds, ("--no-batch",)),
+            await kling_variant("kling_async, batch reads", tasks, seconds, ())]
+    for row in rows:
+        row["vs_floor"] = row["cpu_us_per_status"] / rows[0]["cpu_us_per_status"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    rows = asyncio.run(run_all(args.tasks, args.seconds))
+    print(table(rows, ["variant", "statuses", "updates", "cpu_us_per_status", "vs_floor"]))
+    command = f"python -m benchmarks.cpu --tasks {args.tasks} --seconds {args.seconds:g}"
+    print("saved", save("cpu", command, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -168,18 +168,23 @@ class _Run:
         if not snapshot.is_terminal:
             self.client.track([snapshot.id])
         await self.announce(index, snapshot)
-        if snapshot.is_terminal:
-            await self.handle(index, TaskUpdate(task_id=snapshot.id, status=snapshot.status,
-                                                progress=snapshot.progress, snapshot=snapshot))
         return True
 
     async def announce(self, index: int, snapshot: TaskSnapshot) -> None:
+        """Report the task of ``index`` and follow it to its end.
+
+        A snapshot can already be final (a replayed submission, a resumed task): then it
+        is handled here, since the poller will not report that task again.
+        """
         self.index_of[snapshot.id] = index
         self.last[index] = (snapshot.status, snapshot.progress)
         await self.send.send(Submitted(index=index, task_id=snapshot.id, snapshot=snapshot))
-        if not snapshot.is_terminal:
-            self.updates.add(snapshot.id)
-            self.poller.subscribe(self.updates, [snapshot.id])
+        if snapshot.is_terminal:
+            await self.handle(index, TaskUpdate(task_id=snapshot.id, status=snapshot.status,
+                                                progress=snapshot.progress, snapshot=snapshot))
+            return
+        self.updates.add(snapshot.id)
+        self.poller.subscribe(self.updates, [snapshot.id])
 
     async def forwarder(self) -> None:
         async for update in self.updates:

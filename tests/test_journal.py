@@ -9,6 +9,8 @@ import anyio
 import pytest
 
 import kling_async as kling
+from kling_async._convert import request_to_wire as kling_body
+from kling_async._journal import digest_of
 from kling_async.testing import Emulator, Fault
 
 from .conftest import FAST_RETRY
@@ -126,3 +128,22 @@ async def test_the_journal_is_private_and_keeps_no_key(tmp_path: Path) -> None:
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
         assert secret.encode() not in file.read_bytes()
     assert secret not in repr(journal)
+
+
+async def test_a_replayed_submission_that_already_finished_still_reports(
+        tmp_path: Path) -> None:
+    batch = requests(1)
+    async with Emulator(time_scale=0) as emu:
+        journal = kling.Journal(tmp_path / "journal.sqlite3")
+        body = kling_body(batch[0])
+        await journal.begin(0, digest_of(body), body, "replayed-key-000000001")
+        async with client_for(emu) as client:
+            await client.submit(batch[0], idempotency_key="replayed-key-000000001")
+        emu.advance(1000)  # the task finished while its submitter was "dead"
+        async with client_for(emu) as client:
+            events = await run(client, batch, journal, tmp_path)
+        journal.close()
+        stats = emu.statistics()
+    assert [type(e).__name__ for e in events] == ["Submitted", "Succeeded"]
+    assert stats.tasks_created == 1
+    assert stats.replays == 1

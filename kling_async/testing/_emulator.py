@@ -94,6 +94,8 @@ class Emulator:
         self.request_seq = 0
         #: The last 1,000 create bodies received, oldest first (to check what a client sent).
         self.received: deque[dict[str, Any]] = deque(maxlen=1000)
+        #: Raw bodies that ``GET /v1/tasks/{id}`` answers instead of the task (see corrupt()).
+        self.corrupted: dict[str, bytes] = {}
         self._host, self._port = host, port
         self._url: str | None = None
         self._runner: web.AppRunner | None = None
@@ -141,6 +143,17 @@ class Emulator:
         """End ``task_id`` now: completed, or failed with ``failure_code``."""
         self.world.finish(task_id, failure_code)
         self.settle()
+
+    def corrupt(self, task_id: str, body: bytes | None) -> None:
+        """Make ``GET /v1/tasks/{task_id}`` answer 200 with ``body`` as is (None: stop).
+
+        For hostile-input tests: wrong types, truncated JSON, HTML, invalid UTF-8, huge
+        bodies. Batch reads leave such a task out, so clients fall back to a GET.
+        """
+        if body is None:
+            self.corrupted.pop(task_id, None)
+        else:
+            self.corrupted[task_id] = body
 
     def task_json(self, task_id: str) -> dict[str, Any]:
         """The JSON ``GET /v1/tasks/{task_id}`` would answer now (e.g. to fake a callback)."""

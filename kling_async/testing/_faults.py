@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
 from typing import Literal
 
 import attrs
@@ -99,6 +99,8 @@ class FaultPlan:
         self._rng = rng
         self._scripted: dict[str, deque[Fault]] = {}
         self._rates: dict[str, list[tuple[Fault, float]]] = {}
+        #: How many faults of each kind were served, e.g. ``{"error 503": 12, "reset": 3}``.
+        self.injected: Counter[str] = Counter()
 
     def fail_next(self, route: Route, fault: Fault, times: int = 1) -> None:
         """Make the next ``times`` requests of ``route`` meet ``fault``."""
@@ -124,12 +126,17 @@ class FaultPlan:
         for key in (route, "*"):
             queue = self._scripted.get(key)
             if queue:
-                return queue.popleft()
+                return self._count(queue.popleft())
         for key in (route, "*"):
             for fault, rate in self._rates.get(key, ()):
                 if self._rng.random() < rate:
-                    return fault
+                    return self._count(fault)
         return None
+
+    def _count(self, fault: Fault) -> Fault:
+        label = f"{fault.kind} {fault.status}" if fault.kind in ("error", "html") else fault.kind
+        self.injected[label] += 1
+        return fault
 
 
 def _check_route(route: str) -> None:

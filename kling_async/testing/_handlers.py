@@ -64,8 +64,12 @@ class Routes:
 
     @web.middleware
     async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.world.peers.add(request.transport.get_extra_info("peername")
-                             if request.transport else None)
+        transport = request.transport
+        if transport is not None:
+            self.world.peers.add(transport.get_extra_info("peername"))
+            self.world.transports.add(transport)
+            open_now = sum(1 for t in self.world.transports if not t.is_closing())
+            self.world.peak_connections = max(self.world.peak_connections, open_now)
         self.emu.settle()
         route = _route_name(request)
         try:
@@ -232,6 +236,9 @@ class Routes:
         fault = self.emu.faults.draw("get")
         if fault is not None:
             return await self._misbehave(request, fault, self._json(task))
+        corrupt = self.emu.corrupted.get(task.id)
+        if corrupt is not None:
+            return web.Response(status=200, body=corrupt, content_type="application/json")
         return web.json_response(self._json(task))
 
     async def batch(self, request: web.Request) -> web.StreamResponse:
@@ -251,7 +258,8 @@ class Routes:
         if len(ids) > 50:
             return error(400, message="At most 50 task_ids per request", param="task_ids")
         found = [self.world.tasks.get(i) for i in ids]
-        data = [self._json(t) for t in found if t is not None and t.key == account.key]
+        data = [self._json(t) for t in found if t is not None and t.key == account.key
+                and t.id not in self.emu.corrupted]
         fault = self.emu.faults.draw("batch")
         if fault is not None:
             return await self._misbehave(request, fault, {"data": data})

@@ -11,6 +11,7 @@ import json
 import math
 import random
 import string
+import weakref
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -88,6 +89,7 @@ class Statistics:
 
     requests: Mapping[tuple[str, int], int]
     connections: int
+    peak_connections: int
     tasks_created: int
     peak_in_flight: Mapping[str, int]
     in_flight: Mapping[str, int]
@@ -140,6 +142,8 @@ class World:
         """Zero every counter (tasks and balances are kept)."""
         self.requests: Counter[tuple[str, int]] = Counter()
         self.peers: set[object] = set()
+        self.transports: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.peak_connections = 0
         self.tasks_created = 0
         self.peak: Counter[str] = Counter()
         self.per_key: Counter[str] = Counter()
@@ -153,6 +157,7 @@ class World:
         self.settle_due()
         return Statistics(
             requests=dict(self.requests), connections=len(self.peers),
+            peak_connections=self.peak_connections,
             tasks_created=self.tasks_created, peak_in_flight=dict(self.peak),
             in_flight={k: a.unfinished for k, a in self.accounts.items()},
             tasks_per_idempotency_key=dict(self.per_key), tasks_per_body=dict(self.per_body),

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
@@ -219,10 +220,13 @@ class _Run:
         assert self.download_to is not None
         target = inside(self.download_to, f"{index:05d}-{safe_name(snapshot.id)}.mp4")
         try:
-            if not snapshot.results:
+            if await anyio.Path(target).exists():
+                path = target  # only ever renamed into place complete: a killed run's file
+            elif not snapshot.results:
                 raise DownloadError(f"task {snapshot.id} completed without a result link",
                                     url="")
-            path = await self.client.download(snapshot, target)
+            else:
+                path = await self.client.download(snapshot, target)
         except KlingError as exc:
             await self.send.send(Failed(index=index, error=exc, task_id=snapshot.id,
                                         snapshot=snapshot))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -14,27 +13,8 @@ from anyio.abc import Process
 from kling_async.testing import Emulator
 from kling_async.testing._files import result_bytes
 
-SCALE = 300.0  # a clip takes about one second
-
-
-def env_for(emu: Emulator | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVOLINK_")}
-    if emu is not None:
-        env.update(EVOLINK_API_KEY=emu.api_key, EVOLINK_BASE_URL=emu.url,
-                   KLING_ASYNC_TIME_SCALE=str(SCALE))
-    return env
-
-
-async def cli(*args: str, emu: Emulator | None) -> tuple[int, str, str]:
-    with anyio.fail_after(60):
-        done = await anyio.run_process([sys.executable, "-m", "kling_async", *args],
-                                       env=env_for(emu), check=False)
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
-
-
-def write_prompts(path: Path, n: int) -> Path:
-    path.write_text("# test prompts\n\n" + "".join(f"clip number {i}\n" for i in range(n)))
-    return path
+from .cli_helpers import SCALE, cli, env_for, write_prompts
+from .crash import kill_and_resume
 
 
 async def test_batch_end_to_end(tmp_path: Path) -> None:
@@ -158,3 +138,27 @@ async def test_ctrl_c_prints_the_resume_command(tmp_path: Path) -> None:
     assert code == 130
     assert "Resume with:" in err
     assert "kling-async batch" in err
+
+
+async def test_many_kills_then_resume_pay_and_download_once(tmp_path: Path) -> None:
+    stats, files, partials = await kill_and_resume(tmp_path, 30, kills=5, seed=4)
+    assert stats.tasks_created == 30
+    assert stats.duplicate_bodies == 0
+    assert len(files) == 30
+    assert partials == 0
+    assert all(f.read_bytes() == result_bytes(200_000) for f in files)
+    assert stats.file_bytes_sent <= 30 * 200_000 * 1.2  # resumed, never fetched twice
+
+
+async def test_the_key_never_appears_in_the_command_output(tmp_path: Path) -> None:
+    secret = "sk-cli-secret-0123456789abcdef"
+    prompts = write_prompts(tmp_path / "prompts.txt", 2)
+    async with Emulator(time_scale=SCALE, api_key=secret) as emu:
+        outputs = [await cli("batch", str(prompts), "--out", str(tmp_path / "c"), emu=emu),
+                   await cli("status", "task-unified-1-missing0", emu=emu),
+                   await cli("credits", emu=emu)]
+    for _, out, err in outputs:
+        assert secret not in out
+        assert secret not in err
+    assert outputs[1][0] == 1
+    assert "404" in outputs[1][2]

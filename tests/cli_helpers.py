@@ -1,0 +1,33 @@
+"""Running the kling-async command in a subprocess against an in-test Emulator."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import anyio
+
+from kling_async.testing import Emulator
+
+SCALE = 300.0  # a clip takes about one second
+
+
+def env_for(emu: Emulator | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVOLINK_")}
+    if emu is not None:
+        env.update(EVOLINK_API_KEY=emu.api_key, EVOLINK_BASE_URL=emu.url,
+                   KLING_ASYNC_TIME_SCALE=str(SCALE))
+    return env
+
+
+async def cli(*args: str, emu: Emulator | None) -> tuple[int, str, str]:
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-m", "kling_async", *args],
+                                       env=env_for(emu), check=False)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+def write_prompts(path: Path, n: int) -> Path:
+    path.write_text("# test prompts\n\n" + "".join(f"clip number {i}\n" for i in range(n)))
+    return path

@@ -209,7 +209,12 @@ class Poller:
         while self._heap and self._heap[0][0] <= horizon:
             when, seq, task_id = heapq.heappop(self._heap)
             entry = self._tracked.get(task_id)
-            if entry is None or entry.seq != seq or entry.reading:
+            if entry is None or entry.seq != seq:
+                continue  # a stale schedule
+            if entry.reading:
+                # Rescheduled by a read still in progress (a chunk read one by one):
+                # read it again as soon as that read ends, never lose it.
+                entry.urgent = True
                 continue
             if when > now and len(due) % self._policy.batch_size == 0:
                 heapq.heappush(self._heap, (when, seq, task_id))

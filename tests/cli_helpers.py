@@ -14,10 +14,11 @@ SCALE = 300.0  # a clip takes about one second
 
 
 def env_for(emu: Emulator | None) -> dict[str, str]:
+    """The command's environment: the Emulator's URL, key and time scale."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVOLINK_")}
     if emu is not None:
         env.update(EVOLINK_API_KEY=emu.api_key, EVOLINK_BASE_URL=emu.url,
-                   KLING_ASYNC_TIME_SCALE=str(SCALE))
+                   KLING_ASYNC_TIME_SCALE=str(emu.clock.time_scale or SCALE))
     return env
 
 

@@ -22,15 +22,26 @@ from .cli_helpers import SCALE, cli, env_for, write_prompts
 
 async def kill_and_resume(tmp_path: Path, prompts_count: int, kills: int,
                           seed: int) -> tuple[Any, list[Path], int]:
-    """Run a CLI batch, SIGKILL it ``kills`` times at random moments, then finish it."""
+    """Run a CLI batch, SIGKILL it ``kills`` times at random moments, then finish it.
+
+    Each run is killed once it has shown some work (a submission or a finished clip) and
+    a random extra moment has passed, so every kill lands mid-batch.
+    """
     rng = random.Random(seed)
     prompts = write_prompts(tmp_path / "prompts.txt", prompts_count)
     out = tmp_path / "clips"
     args = [sys.executable, "-m", "kling_async", "batch", str(prompts), "--out", str(out)]
-    async with Emulator(time_scale=SCALE, seed=seed, result_size=200_000) as emu:
+    # Slower than the other CLI tests (a clip takes 5 s), so every kill lands mid-batch.
+    async with Emulator(time_scale=SCALE / 5, seed=seed, result_size=200_000) as emu:
         for _ in range(kills):
             process = await anyio.open_process(args, env=env_for(emu))
-            await anyio.sleep(rng.uniform(0.4, 1.5))
+            assert process.stdout is not None
+            with anyio.fail_after(30):
+                async for chunk in process.stdout:
+                    if b"submitted as" in chunk or b"done:" in chunk:
+                        break
+            await anyio.sleep(rng.uniform(0.0, 0.6))
+            assert process.returncode is None, "the batch ended before it could be killed"
             process.send_signal(signal.SIGKILL)
             await process.wait()
             await process.aclose()

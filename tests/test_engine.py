@@ -348,3 +348,21 @@ async def test_a_stream_of_server_faults_does_not_stop_the_poller(
         events = await run_batch(client, prompts(15))
     assert all(isinstance(e, kling.Succeeded) for e in finals(events).values())
     assert len(finals(events)) == 15
+
+
+async def test_a_task_rescheduled_while_its_chunk_is_still_read_is_not_lost() -> None:
+    # The first chunk is batched, the server has no batch read, so the chunk is read one
+    # by one; tasks read early are due again before the slow ones of the chunk finish.
+    async with Emulator(time_scale=0, batch_endpoint=False) as emu:
+        poll = kling.PollPolicy(min_interval=0.005, max_interval=0.01)
+        async with make_client(emu) as first_run:
+            ids = [(await first_run.submit(r)).id for r in prompts(6)]
+        async with make_client(emu, poll=poll, max_in_flight=10) as client:
+            emu.fail_next("get", Fault.slow(0.001, after_commit=False))  # read first, fast
+            emu.fail_next("get", Fault.slow(0.2, after_commit=False), times=3)
+            client.track(ids)  # all due at once: one chunk, read one by one
+            await anyio.sleep(0.1)
+            emu.advance(1000)
+            with anyio.fail_after(5):
+                done = [await client.wait_finished(i) for i in ids]
+    assert all(d.status is kling.TaskStatus.COMPLETED for d in done)

@@ -19,7 +19,6 @@ from ._batch import Progressed as Progressed
 from ._batch import Submitted as Submitted
 from ._batch import Succeeded as Succeeded
 from ._client import Client as Client
-from ._client import ClientStatistics as ClientStatistics
 from ._config import AdaptiveLimit as AdaptiveLimit
 from ._config import PollPolicy as PollPolicy
 from ._config import RetryPolicy as RetryPolicy
@@ -52,6 +51,7 @@ from ._models import TaskStatus as TaskStatus
 from ._models import Usage as Usage
 from ._request import Shot as Shot
 from ._request import TextToVideo as TextToVideo
+from ._statistics import ClientStatistics as ClientStatistics
 from ._version import package_version
 from ._watch import TaskUpdate as TaskUpdate
 from ._watch import TaskUpdates as TaskUpdates

@@ -16,7 +16,6 @@ from typing import Any, Self
 
 import anyio
 import anyio.abc
-import attrs
 
 from ._batch import BatchEvent, plan_batch, run_batch
 from ._config import AdaptiveLimit, PollPolicy, RetryPolicy, Timeouts
@@ -39,6 +38,7 @@ from ._poller import Poller
 from ._request import TextToVideo
 from ._retry import retry_wait
 from ._slots import SlotLimiter
+from ._statistics import ClientStatistics
 from ._version import package_version
 from ._watch import TaskUpdates
 
@@ -51,34 +51,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"  # built, never entered
     OPEN = "open"          # inside `async with`
     CLOSED = "closed"      # exited; a Client is not reusable
-
-
-@attrs.frozen(kw_only=True)
-class ClientStatistics:
-    """What a Client is doing, for dashboards and tests.
-
-    Attributes:
-        in_flight: tasks holding a slot (submitted, not yet seen finished).
-        capacity: slots available now (moves in adaptive mode).
-        waiting: submissions waiting for a slot.
-        tracked: task ids the poller follows.
-        requests_sent: HTTP requests sent, retries included.
-        batch_reads / single_reads: poller reads by kind.
-        statuses_read: task readings the poller has processed.
-        rate_limited: 429 answers to submissions.
-        batch_supported: whether the server has the batch read (None: not tried yet).
-    """
-
-    in_flight: int
-    capacity: int
-    waiting: int
-    tracked: int
-    requests_sent: int
-    batch_reads: int
-    single_reads: int
-    statuses_read: int
-    rate_limited: int
-    batch_supported: bool | None
 
 
 class Client:

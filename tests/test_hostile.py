@@ -53,7 +53,7 @@ def valid_requests(draw: st.DrawFn) -> dict[str, Any]:
     return fields
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_requests())
 def test_every_valid_request_is_accepted_and_sent_as_documented(fields: dict[str, Any]) -> None:
     request = kling.TextToVideo(**fields)
@@ -79,7 +79,7 @@ VIOLATIONS: list[tuple[str, Any]] = [
 ]
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), valid_requests(), st.sampled_from(VIOLATIONS))
 def test_every_violation_is_refused_naming_the_field(
         data: st.DataObject, fields: dict[str, Any], violation: tuple[str, Any]) -> None:
@@ -90,7 +90,7 @@ def test_every_violation_is_refused_naming_the_field(
         kling.TextToVideo(**fields)
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(3, 15), st.lists(st.integers(1, 15), min_size=1, max_size=6))
 def test_shot_durations_must_add_up(duration: int, parts: list[int]) -> None:
     shots = [kling.Shot("shot", p) for p in parts]

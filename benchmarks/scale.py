@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -59,11 +59,16 @@ async def follow_aiohttp(server: Server, ids: list[str], seconds: float) -> None
                 async with session.get(f"{server.url}/v1/tasks/{task_id}") as response:
                     await response.json()
                 await asyncio.sleep(5)
-        tasks = [asyncio.ensure_future(poll(i)) for i in ids]
-        await asyncio.sleep(seconds)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await run_for(seconds, [poll(i) for i in ids])
+
+
+async def run_for(seconds: float, loops: list[Coroutine[Any, Any, None]]) -> None:
+    """Run a baseline's per-task loops for ``seconds``, then cancel them all."""
+    tasks = [asyncio.ensure_future(loop) for loop in loops]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def follow_httpx(server: Server, ids: list[str], seconds: float) -> None:
@@ -74,11 +79,7 @@ async def follow_httpx(server: Server, ids: list[str], seconds: float) -> None:
             while True:
                 (await c.get(f"/v1/tasks/{task_id}")).json()
                 await asyncio.sleep(5)
-        tasks = [asyncio.ensure_future(poll(i)) for i in ids]
-        await asyncio.sleep(seconds)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await run_for(seconds, [poll(i) for i in ids])
 
 
 VARIANTS: dict[str, Callable[[Server, list[str], float], Awaitable[None]]] = {

@@ -32,7 +32,7 @@ from ._groups import single_exceptions
 from ._http import Secret, Transport, check_base_url
 from ._ids import check_idempotency_key, check_task_id, new_idempotency_key
 from ._journal import Journal
-from ._models import Credits, TaskSnapshot
+from ._models import Credits, TaskSnapshot, TaskStatus
 from ._pacing import RequestPacer
 from ._poller import Poller
 from ._request import TextToVideo
@@ -290,7 +290,7 @@ class Client:
         if final.error is not None:
             raise final.error
         assert final.snapshot is not None
-        if final.snapshot.error is not None or final.status.value == "failed":
+        if final.status is TaskStatus.FAILED:
             raise TaskFailedError(final.snapshot)
         return final.snapshot
 

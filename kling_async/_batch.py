@@ -93,9 +93,9 @@ def plan_batch(requests: list[TextToVideo], journal: Journal | None
     entries = journal.entries() if journal is not None else {}
     for index, entry in entries.items():
         if index >= len(requests) or entry.digest != digests[index]:
+            assert journal is not None  # entries come from it
             raise ValueError(f"the journal {str(journal.path)!r} records a different request "
-                             f"at index {index}; use a new journal for a different batch"
-                             if journal else "journal mismatch")
+                             f"at index {index}; use a new journal for a different batch")
     return bodies, digests, entries
 
 

@@ -109,7 +109,6 @@ class Client:
         RequestPacer(max_requests_per_second)  # validates now
         self._rng = random.Random(seed)
         self._state = _State.UNOPENED
-        self._rate_limited = 0
 
     def __repr__(self) -> str:
         return f"<kling_async.Client base_url={self._base_url!r} state={self._state.value}>"
@@ -198,7 +197,6 @@ class Client:
             except RateLimitError as exc:
                 self._slots.on_rejected()
                 self._slots.release(placeholder)
-                self._rate_limited += 1
                 wait = retry_wait(self._retry, min(attempt, 6), exc.retry_after, self._rng)
                 logger.debug("submission rate limited; waiting %.2fs (same key)", wait)
                 self._transport.pacer.pause(wait)
@@ -394,4 +392,4 @@ class Client:
             requests_sent=self._transport.requests_sent,
             batch_reads=self._poller.batch_reads, single_reads=self._poller.single_reads,
             statuses_read=self._poller.statuses_read,
-            rate_limited=self._rate_limited, batch_supported=self._poller.batch_supported)
+            rate_limited=self._slots.rejections, batch_supported=self._poller.batch_supported)

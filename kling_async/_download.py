@@ -83,7 +83,6 @@ class Downloader:
         self._rng = rng
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
-        self.bytes_received = 0
 
     async def open(self) -> None:
         """Create the download pool."""
@@ -154,7 +153,6 @@ class Downloader:
                     async for chunk in response.content.iter_chunked(CHUNK):
                         await out.write(chunk)
                         size += len(chunk)
-                        self.bytes_received += len(chunk)
         except aiohttp.ConnectionTimeoutError as exc:
             raise ConnectError(f"timed out connecting for {url}") from exc
         except TimeoutError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any
 
 import anyio
@@ -51,7 +51,6 @@ class _Tracked:
     first_seen: float
     snapshot: TaskSnapshot | None = None
     estimate: float | None = None
-    samples: deque[tuple[float, int]] = attrs.Factory(lambda: deque(maxlen=8))
     watchers: set[TaskUpdates] = attrs.Factory(set)
     holds_slot: bool = False
     seq: int = 0
@@ -86,7 +85,6 @@ class Poller:
         self.batch_supported: bool | None = None
         self.batch_reads = 0
         self.single_reads = 0
-        self.updates_published = 0
         self.statuses_read = 0
 
     # -- registry -------------------------------------------------------------------------
@@ -332,7 +330,6 @@ class Poller:
             snapshot = attrs.evolve(snapshot, estimated_time=previous.estimated_time)
         entry.snapshot = snapshot
         entry.errors = entry.decode_errors = 0
-        entry.samples.append((now, snapshot.progress))
         if previous is None or (previous.status, previous.progress) != (
                 snapshot.status, snapshot.progress):
             self._publish(entry, _update(entry.task_id, snapshot))
@@ -341,7 +338,7 @@ class Poller:
         else:
             remaining = predicted_remaining(
                 self._policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
-                samples=entry.samples, now=now)
+                progress=snapshot.progress)
             self._schedule_at(entry, now + next_delay(self._policy, remaining, self._rng))
 
     def _retry_later(self, entry: _Tracked, exc: KlingError) -> None:
@@ -366,7 +363,6 @@ class Poller:
             self._slots.release(entry.task_id)
 
     def _publish(self, entry: _Tracked, update: TaskUpdate) -> None:
-        self.updates_published += 1
         for channel in entry.watchers:
             channel.push(update)
 

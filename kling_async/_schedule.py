@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 from ._config import PollPolicy
 
@@ -16,7 +15,7 @@ STEP_SHARE = 0.5        # each read waits half of the predicted time left
 
 
 def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float | None,
-                        samples: Sequence[tuple[float, int]], now: float) -> float:
+                        progress: int) -> float:
     """Seconds until a task might plausibly finish, to space its reads.
 
     Below 90 %: the later of the early edge of the server's ``estimated_time`` (scaled)
@@ -25,8 +24,6 @@ def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float |
     duration (the larger of the estimate's early edge and the pace-implied total), so
     reads tighten as the task closes in on 100 %.
     """
-    del now  # the schedule depends on elapsed time and progress only
-    progress = samples[-1][1] if samples else 0
     total = (estimate if estimate is not None else policy.default_estimate) / policy.time_scale
     early_edge = max(total * EARLY_SHARE - elapsed, 0.0)
     if progress < MIN_PROGRESS or elapsed <= 0:

@@ -43,7 +43,6 @@ class SlotLimiter:
         self._slow_start = True
         self._credit = 0
         self.rejections = 0
-        self.peak = 0
 
     @property
     def in_flight(self) -> int:
@@ -97,7 +96,6 @@ class SlotLimiter:
 
     def _grant(self, token: object) -> None:
         self._holders.add(token)
-        self.peak = max(self.peak, len(self._holders))
 
     def _wake(self) -> None:
         while self._waiters and len(self._holders) < self.capacity:

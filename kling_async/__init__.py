@@ -27,6 +27,7 @@ from ._download import DownloadError as DownloadError
 from ._download import ResultExpiredError as ResultExpiredError
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
+from ._errors import ClientClosedError as ClientClosedError
 from ._errors import ConnectError as ConnectError
 from ._errors import IdempotencyConflictError as IdempotencyConflictError
 from ._errors import InsufficientCreditsError as InsufficientCreditsError
@@ -64,6 +65,7 @@ __all__ = [
     "AuthenticationError",
     "BatchEvent",
     "Client",
+    "ClientClosedError",
     "ClientStatistics",
     "ConnectError",
     "Credits",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -27,9 +28,23 @@ from ._models import TaskSnapshot, TaskStatus
 from ._request import TextToVideo
 from ._watch import TaskUpdate, TaskUpdates
 
-if TYPE_CHECKING:
-    from ._client import Client
-    from ._poller import Poller
+
+class BatchHost(Protocol):
+    """What a batch needs from the Client that runs it (no import of the Client)."""
+
+    async def _submit(self, request: TextToVideo, key: str,
+                      on_bound: Callable[[TaskSnapshot], Awaitable[None]] | None = None
+                      ) -> TaskSnapshot: ...
+
+    async def get(self, task_id: str) -> TaskSnapshot: ...
+
+    def track(self, task_ids: list[str]) -> None: ...
+
+    async def download(self, source: TaskSnapshot, path: Path) -> Path: ...
+
+    def _follow(self, channel: TaskUpdates, task_ids: list[str]) -> None: ...
+
+    def _unfollow(self, channel: TaskUpdates, task_ids: list[str]) -> None: ...
 
 # Errors that would fail every later submission the same way: stop submitting.
 BATCH_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedError)
@@ -85,8 +100,17 @@ class Failed:
 BatchEvent = Submitted | Progressed | Succeeded | Failed
 
 
-def plan_batch(requests: list[TextToVideo], journal: Journal | None
-               ) -> tuple[list[dict[str, Any]], list[str], dict[int, JournalEntry]]:
+@attrs.frozen
+class BatchPlan:
+    """A batch's requests, their wire bodies and digests, and what a journal knows."""
+
+    requests: list[TextToVideo]
+    bodies: list[dict[str, Any]]
+    digests: list[str]
+    entries: dict[int, JournalEntry]
+
+
+def plan_batch(requests: list[TextToVideo], journal: Journal | None) -> BatchPlan:
     """Wire bodies, their digests and the journal's entries; refuse a foreign journal."""
     bodies = [request_to_wire(r) for r in requests]
     digests = [digest_of(b) for b in bodies]
@@ -96,51 +120,51 @@ def plan_batch(requests: list[TextToVideo], journal: Journal | None
             assert journal is not None  # entries come from it
             raise ValueError(f"the journal {str(journal.path)!r} records a different request "
                              f"at index {index}; use a new journal for a different batch")
-    return bodies, digests, entries
+    return BatchPlan(requests, bodies, digests, entries)
 
 
 class _Run:
-    def __init__(self, client: Client, poller: Poller, requests: list[TextToVideo],
+    def __init__(self, client: BatchHost, plan: BatchPlan,
                  send: MemoryObjectSendStream[BatchEvent], tg: anyio.abc.TaskGroup, *,
                  journal: Journal | None, download_to: Path | None) -> None:
         self.client = client
-        self.poller = poller
+        self.plan = plan
         self.send = send
         self.tg = tg
         self.journal = journal
         self.download_to = download_to
-        self.bodies, self.digests, self.entries = plan_batch(requests, journal)
-        self.todo: Iterator[tuple[int, TextToVideo]] = iter(enumerate(requests))
+        self.todo: Iterator[tuple[int, TextToVideo]] = iter(enumerate(plan.requests))
         self.updates = TaskUpdates((), open_ended=True)
         self.index_of: dict[str, int] = {}
         self.last: dict[int, tuple[TaskStatus, int]] = {}
         self.stop: KlingError | None = None
 
     async def submitter(self) -> None:
+        plan, journal = self.plan, self.journal
         for index, request in self.todo:
-            entry = self.entries.get(index)
+            entry = plan.entries.get(index)
             if entry is not None and await self.resume(index, entry):
                 continue
             if self.stop is not None:
                 await self.send.send(Failed(index=index, error=self.stop))
                 continue
             key = entry.idempotency_key if entry is not None else new_idempotency_key()
-            if self.journal is not None:
-                await self.journal.begin(index, self.digests[index], self.bodies[index], key)
+            on_bound = None
+            if journal is not None:
+                await journal.begin(index, plan.digests[index], plan.bodies[index], key)
+                on_bound = partial(journal.submitted, index)  # recorded even if cancelled
             try:
-                snapshot = await self.client.submit(request, idempotency_key=key)
+                snapshot = await self.client._submit(request, key, on_bound)
             except SubmissionUnknownError as exc:
                 await self.send.send(Failed(index=index, error=exc))  # journal: resend later
                 continue
             except KlingError as exc:
                 if isinstance(exc, BATCH_FATAL) and self.stop is None:
                     self.stop = exc
-                if self.journal is not None:
-                    await self.journal.refused(index, getattr(exc, "code", None), str(exc))
+                if journal is not None:
+                    await journal.refused(index, getattr(exc, "code", None), str(exc))
                 await self.send.send(Failed(index=index, error=exc))
                 continue
-            if self.journal is not None:
-                await self.journal.submitted(index, snapshot)
             await self.announce(index, snapshot)
 
     async def resume(self, index: int, entry: JournalEntry) -> bool:
@@ -185,7 +209,7 @@ class _Run:
                                                 progress=snapshot.progress, snapshot=snapshot))
             return
         self.updates.add(snapshot.id)
-        self.poller.subscribe(self.updates, [snapshot.id])
+        self.client._follow(self.updates, [snapshot.id])
 
     async def forwarder(self) -> None:
         async for update in self.updates:
@@ -237,22 +261,21 @@ class _Run:
                                        path=path))
 
 
-async def run_batch(client: Client, poller: Poller, requests: list[TextToVideo],
+async def run_batch(client: BatchHost, plan: BatchPlan,
                     send: MemoryObjectSendStream[BatchEvent], concurrency: int, *,
                     journal: Journal | None = None, download_to: Path | None = None) -> None:
-    """Submit ``requests`` with ``concurrency`` submitters and forward their events."""
+    """Submit the plan's requests with ``concurrency`` submitters; forward their events."""
     runs: list[_Run] = []
     with send:
         try:
             async with anyio.create_task_group() as tg:
-                run = _Run(client, poller, requests, send, tg, journal=journal,
-                           download_to=download_to)
+                run = _Run(client, plan, send, tg, journal=journal, download_to=download_to)
                 runs.append(run)
                 tg.start_soon(run.forwarder)
                 async with anyio.create_task_group() as submitters:
-                    for _ in range(min(concurrency, max(len(requests), 1))):
+                    for _ in range(min(concurrency, max(len(plan.requests), 1))):
                         submitters.start_soon(run.submitter)
                 run.updates.seal()
         finally:
             for run in runs:  # after the forwarder and downloads are done (or cancelled)
-                poller.unsubscribe(run.updates, list(run.index_of))
+                client._unfollow(run.updates, list(run.index_of))

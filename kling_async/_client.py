@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
 import random
@@ -21,24 +20,20 @@ from ._batch import BatchEvent, plan_batch, run_batch
 from ._config import AdaptiveLimit, PollPolicy, RetryPolicy, Timeouts
 from ._convert import credits_from_wire, request_to_wire, snapshot_from_wire
 from ._download import Downloader, source_url
-from ._errors import (
-    KlingError,
-    RateLimitError,
-    ResponseDecodeError,
-    SubmissionUnknownError,
-    TaskFailedError,
-)
+from ._errors import ClientClosedError, KlingError, TaskFailedError
 from ._groups import single_exceptions
 from ._http import Secret, Transport, check_base_url
 from ._ids import check_idempotency_key, check_task_id, new_idempotency_key
 from ._journal import Journal
+from ._jsonbody import parse_json
 from ._models import Credits, TaskSnapshot, TaskStatus
 from ._pacing import RequestPacer
 from ._poller import Poller
 from ._request import TextToVideo
-from ._retry import retry_wait
-from ._slots import SlotLimiter
+from ._slots import LocalSlots
 from ._statistics import ClientStatistics
+from ._submission import OnBound, Submitter
+from ._tasks import TaskRegistry
 from ._version import package_version
 from ._watch import TaskUpdates
 
@@ -100,7 +95,7 @@ class Client:
             base_url or os.environ.get("EVOLINK_BASE_URL") or DEFAULT_BASE_URL)
         self._limit: int | AdaptiveLimit = (AdaptiveLimit() if max_in_flight is None
                                             else max_in_flight)
-        SlotLimiter(self._limit)  # validates now, not at enter
+        LocalSlots(self._limit)  # validates now, not at enter
         self._timeouts = timeouts or Timeouts()
         self._retry = retry or RetryPolicy()
         self._poll_policy = poll or PollPolicy()
@@ -119,19 +114,23 @@ class Client:
         if self._state is not _State.UNOPENED:
             raise RuntimeError("a Client can be entered only once; create a new Client")
         self._state = _State.OPEN
-        self._slots = SlotLimiter(self._limit)
+        self._registry = TaskRegistry(LocalSlots(self._limit), self._poll_policy, self._rng)
         self._transport = Transport(
             base_url=self._base_url, api_key=self._key, timeouts=self._timeouts,
             retry=self._retry, pacer=RequestPacer(self._rate),
             max_connections=self._max_connections, rng=self._rng,
             user_agent=f"kling-async/{package_version()}")
-        self._poller = Poller(self._transport, self._poll_policy, self._slots, self._rng)
+        self._poller = Poller(self._transport, self._poll_policy, self._registry)
         self._downloader = Downloader(timeouts=self._timeouts, retry=self._retry,
                                       limit=self._max_downloads, rng=self._rng,
                                       user_agent=f"kling-async/{package_version()}")
         await self._transport.open()
         await self._downloader.open()
         self._tg = anyio.create_task_group()
+        self._submitter = Submitter(
+            self._transport, self._registry, self._retry, self._rng,
+            submit_timeout=self._timeouts.submit, time_scale=self._poll_policy.time_scale,
+            tg=self._tg)
         try:
             await self._tg.__aenter__()
             await self._tg.start(self._poller.run)
@@ -145,7 +144,11 @@ class Client:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> bool | None:
         self._state = _State.CLOSED
-        self._tg.cancel_scope.cancel()
+        self._registry.close()  # waiters and watchers in other tasks end now
+        try:
+            await self._submitter.drain()  # POSTs on the wire finish (Timeouts.submit)
+        finally:
+            self._tg.cancel_scope.cancel()
         try:
             with single_exceptions():
                 return await self._tg.__aexit__(exc_type, exc, tb)
@@ -158,7 +161,7 @@ class Client:
             raise RuntimeError("the Client is not open: use `async with kling.Client() as "
                                "client:` and call it inside the block")
         if self._state is _State.CLOSED:
-            raise RuntimeError("the Client is closed; create a new Client")
+            raise ClientClosedError("the Client is closed; create a new Client")
 
     # -- submitting -----------------------------------------------------------------------
 
@@ -167,67 +170,42 @@ class Client:
         """Submit one paid generation and return its first snapshot (``pending``).
 
         Waits first-come-first-served for an in-flight slot, then POSTs with an
-        ``Idempotency-Key`` (``idempotency_key`` or a new one). The task keeps the slot
-        until the poller sees it finished. A 429 shrinks the slots (adaptive mode),
-        pauses the client for ``Retry-After`` and retries with the same key.
+        ``Idempotency-Key`` (``idempotency_key`` or a new one), retried only with that
+        key. The task keeps the slot until it is seen finished. A 429 shrinks the slots
+        (adaptive mode), pauses the client for ``Retry-After`` and retries with the same
+        key, for up to ``RetryPolicy.rate_limit_patience`` seconds.
 
         Raises:
             TypeError: ``request`` is not a :class:`TextToVideo`.
             InvalidRequestError, AuthenticationError, InsufficientCreditsError,
             PermissionDeniedError: the server refused it (nothing was charged).
+            RateLimitError: the account stayed full for ``rate_limit_patience``.
             SubmissionUnknownError: retries could not tell whether the task was created;
-                submit again with its ``idempotency_key`` to settle it.
+                its slot stays reserved; submit again with its ``idempotency_key`` to
+                settle it.
+            ClientClosedError: the Client closed while this waited for a slot.
 
-        Cancellation while waiting for a slot spends nothing. Cancellation during the
-        POST may leave a task on the server; submit again with the same key to find it.
+        Cancellation while waiting for a slot spends nothing. Cancellation once the POST
+        may be on the wire waits (shielded, at most ``Timeouts.submit``) for its answer:
+        a task it created is followed to its end, holding its slot, before the
+        cancellation propagates.
         """
         self._check_open()
         if not isinstance(request, TextToVideo):
             raise TypeError(f"submit() takes a TextToVideo, got {type(request).__name__}")
         key = (new_idempotency_key() if idempotency_key is None
                else check_idempotency_key(idempotency_key))
-        body = request_to_wire(request)
-        placeholder = object()
-        attempt = 0
-        while True:
-            await self._slots.acquire(placeholder, front=attempt > 0)
-            try:
-                data, replayed = await self._transport.submit(body, key)
-                snapshot = snapshot_from_wire(data)
-            except RateLimitError as exc:
-                self._slots.on_rejected()
-                self._slots.release(placeholder)
-                wait = retry_wait(self._retry, min(attempt, 6), exc.retry_after, self._rng)
-                logger.debug("submission rate limited; waiting %.2fs (same key)", wait)
-                self._transport.pacer.pause(wait)
-                attempt += 1
-                continue
-            except ResponseDecodeError as exc:
-                # A 200 we cannot read: the task exists but we cannot name it.
-                self._slots.release(placeholder)
-                raise SubmissionUnknownError(key, exc) from exc
-            except BaseException:
-                self._slots.release(placeholder)
-                raise
-            break
-        if self._slots.holds(snapshot.id) or snapshot.is_terminal:
-            self._slots.release(placeholder)  # a replay of a task we track, or one done
-        else:
-            self._slots.rename(placeholder, snapshot.id)
-            self._slots.on_accepted()
-        if replayed:
-            logger.debug("submission replayed an existing task %s", snapshot.id)
-        self._poller.track(snapshot.id, snapshot,
-                           holds_slot=self._slots.holds(snapshot.id))
-        return snapshot
+        return await self._submit(request, key)
+
+    async def _submit(self, request: TextToVideo, key: str,
+                      on_bound: OnBound | None = None) -> TaskSnapshot:
+        self._check_open()
+        return await self._submitter.submit(request_to_wire(request), key, on_bound)
 
     def track(self, task_ids: Iterable[str]) -> None:
         """Adopt tasks from an earlier run: poll them and count them against the slots."""
         self._check_open()
-        for task_id in [check_task_id(t) for t in task_ids]:
-            if self._poller.final(task_id) is None and not self._slots.holds(task_id):
-                self._slots.force(task_id)
-                self._poller.track(task_id, holds_slot=True)
+        self._registry.adopt([check_task_id(t) for t in task_ids])
 
     # -- reading --------------------------------------------------------------------------
 
@@ -241,7 +219,7 @@ class Client:
         self._check_open()
         data = await self._transport.get_task(check_task_id(task_id))
         snapshot = snapshot_from_wire(data)
-        self._poller.observe(snapshot)
+        self._registry.observe(snapshot)
         return snapshot
 
     async def credits(self) -> Credits:
@@ -257,18 +235,25 @@ class Client:
         Several watchers of one id share its reads. A slow consumer gets progress
         coalesced to the latest reading; final updates are never dropped. An id that
         cannot be followed (404, 403) ends with an update whose ``error`` is set.
-        Leaving the block early stops nothing on the server.
+        Leaving the block early stops nothing on the server. If the Client closes
+        meanwhile (in another task), iteration raises :class:`ClientClosedError`.
         """
         self._check_open()
         if isinstance(task_ids, str):
             raise TypeError("watch() takes a list of task ids, not one string")
         ids = list(dict.fromkeys(check_task_id(t) for t in task_ids))
         channel = TaskUpdates(ids)
-        self._poller.subscribe(channel, ids)
+        self._follow(channel, ids)
         try:
             yield channel
         finally:
-            self._poller.unsubscribe(channel, ids)
+            self._unfollow(channel, ids)
+
+    def _follow(self, channel: TaskUpdates, task_ids: list[str]) -> None:
+        self._registry.subscribe(channel, task_ids)
+
+    def _unfollow(self, channel: TaskUpdates, task_ids: list[str]) -> None:
+        self._registry.unsubscribe(channel, task_ids)
 
     async def wait_finished(self, task_id: str) -> TaskSnapshot:
         """Wait until the task is finished and return its final snapshot.
@@ -276,6 +261,7 @@ class Client:
         Raises:
             TaskFailedError: the task failed (its ``snapshot`` and ``code`` tell why).
             NotFoundError, PermissionDeniedError: the task cannot be followed.
+            ClientClosedError: the Client closed meanwhile (in another task).
 
         Put a deadline on it with ``anyio.fail_after``; cancelling stops no server work.
         """
@@ -310,7 +296,8 @@ class Client:
         """
         self._check_open()
         url = source_url(source)
-        return await self._downloader.download(url, Path(path))
+        task_id = source.id if isinstance(source, TaskSnapshot) else None
+        return await self._downloader.download(url, Path(path), task_id=task_id)
 
     # -- batches and callbacks ------------------------------------------------------------
 
@@ -340,6 +327,7 @@ class Client:
 
         Raises:
             ValueError: the journal records a different batch (before anything is sent).
+            ClientClosedError: the Client closed while the block was still running.
         """
         self._check_open()
         items = list(requests)
@@ -349,14 +337,13 @@ class Client:
                                 "not a TextToVideo")
         if submit_concurrency < 1:
             raise ValueError("submit_concurrency must be >= 1")
-        plan_batch(items, journal)  # a foreign journal is refused before anything is sent
+        plan = plan_batch(items, journal)  # a foreign journal is refused before sending
         folder = None if download_to is None else Path(download_to)
         send, receive = anyio.create_memory_object_stream[BatchEvent](64)
         with single_exceptions():
             async with anyio.create_task_group() as tg:
-                tg.start_soon(partial(run_batch, self, self._poller, items, send,
-                                      submit_concurrency, journal=journal,
-                                      download_to=folder))
+                tg.start_soon(partial(run_batch, self, plan, send, submit_concurrency,
+                                      journal=journal, download_to=folder))
                 try:
                     with receive:
                         yield receive
@@ -364,32 +351,34 @@ class Client:
                     tg.cancel_scope.cancel()
 
     def ingest_callback(self, payload: bytes | str | Mapping[str, Any]) -> bool:
-        """Feed a callback body received by your web app to the poller.
+        """Feed a callback body received by your web app to the client.
 
         A progress claim for a tracked task takes effect at once; a ``completed`` or
         ``failed`` claim triggers an immediate confirming read (callbacks are unsigned),
         so the final update arrives within milliseconds instead of at the next poll.
-        Unknown ids, stale or out-of-order claims and unreadable bodies are ignored.
+        Unknown ids, stale or out-of-order claims and unreadable bodies (any size, depth
+        or type) are ignored: it never raises on its payload.
 
         Returns:
             True if the callback was used.
         """
         self._check_open()
         try:
-            data = payload if isinstance(payload, Mapping) else json.loads(payload)
+            data = payload if isinstance(payload, Mapping) else parse_json(payload)
             snapshot = snapshot_from_wire(data)
-        except (ValueError, UnicodeDecodeError, KlingError):
+        except (ValueError, TypeError, KlingError):
             logger.warning("ignored an unreadable callback body")
             return False
-        return self._poller.hint(snapshot)
+        return self._registry.hint(snapshot)
 
     def statistics(self) -> ClientStatistics:
-        """A snapshot of slots, tracked ids and requests sent."""
+        """A snapshot of slots, tracked ids, unsettled submissions and requests sent."""
         self._check_open()
+        slots = self._registry.admission
         return ClientStatistics(
-            in_flight=self._slots.in_flight, capacity=self._slots.capacity,
-            waiting=self._slots.waiting, tracked=self._poller.tracked,
+            in_flight=slots.in_flight, capacity=slots.capacity, waiting=slots.waiting,
+            tracked=self._registry.tracked, unsettled=self._registry.unsettled,
             requests_sent=self._transport.requests_sent,
             batch_reads=self._poller.batch_reads, single_reads=self._poller.single_reads,
-            statuses_read=self._poller.statuses_read,
-            rate_limited=self._slots.rejections, batch_supported=self._poller.batch_supported)
+            statuses_read=self._poller.statuses_read, rate_limited=slots.rejections,
+            batch_supported=self._poller.batch_supported)

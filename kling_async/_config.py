@@ -40,12 +40,21 @@ class RetryPolicy:
         backoff_base: the first backoff ceiling in seconds; it doubles per attempt.
         backoff_max: the largest backoff ceiling.
         retry_after_max: the longest ``Retry-After`` honoured; longer values are capped.
+        rate_limit_patience: seconds a submission keeps retrying while the server answers
+            429 (the account is full), counted from the first 429; then
+            :class:`RateLimitError` is raised. 429s do not use up ``max_attempts`` of a
+            submission (every wait is logged at INFO); reads count them as attempts.
+        unsettled_hold: seconds the slot of a submission whose outcome stayed unknown is
+            kept reserved (the task may be running on the server) unless it is settled
+            sooner by submitting again with its key. Scaled by ``PollPolicy.time_scale``.
     """
 
     max_attempts: int = attrs.field(default=5)
     backoff_base: float = attrs.field(default=0.5, validator=_positive)
     backoff_max: float = attrs.field(default=30.0, validator=_positive)
     retry_after_max: float = attrs.field(default=60.0, validator=_positive)
+    rate_limit_patience: float = attrs.field(default=600.0, validator=_positive)
+    unsettled_hold: float = attrs.field(default=900.0, validator=_positive)
 
     @max_attempts.validator
     def _check_attempts(self, _: object, value: int) -> None:

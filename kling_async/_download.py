@@ -6,23 +6,34 @@ pool that never carries the API key.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
 import random
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import anyio
+import yarl
 
 from ._config import RetryPolicy, Timeouts
-from ._errors import ConnectError, KlingError, RequestTimeoutError, TransportError
+from ._errors import (
+    ClientClosedError,
+    ConnectError,
+    KlingError,
+    RequestTimeoutError,
+    TransportError,
+)
 from ._models import TaskSnapshot
-from ._retry import backoff_delay
+from ._retry import Retrying
 
 logger = logging.getLogger("kling_async")
 
 CHUNK = 256 * 1024
+WRITE_BLOCK = 1024 * 1024  # bytes gathered per write (one worker-thread hop each)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -73,7 +84,7 @@ def source_url(source: TaskSnapshot | str) -> str:
 
 
 class Downloader:
-    """Streams files over its own pool, at most ``limit`` at once."""
+    """Streams files over its own pool, at most ``limit`` at once, one at a time per path."""
 
     def __init__(self, *, timeouts: Timeouts, retry: RetryPolicy, limit: int,
                  rng: random.Random, user_agent: str) -> None:
@@ -83,6 +94,7 @@ class Downloader:
         self._rng = rng
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self._paths: dict[Path, tuple[anyio.Lock, int]] = {}
 
     async def open(self) -> None:
         """Create the download pool."""
@@ -97,77 +109,168 @@ class Downloader:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await session.close()
 
-    async def download(self, url: str, target: Path) -> Path:
-        """Fetch ``url`` into ``target`` (atomically); resume after dropped connections."""
-        async with self._limiter:
-            partial = target.with_name(f".{target.name}.part")
-            await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
-            state = _State()
-            attempt = 0
-            while True:
-                try:
-                    await self._fetch(url, partial, state)
-                    break
-                except (TransportError, _IncompleteError) as exc:
-                    if attempt + 1 >= self._retry.max_attempts:
-                        raise DownloadError(f"download of {url} failed after {attempt + 1} "
-                                            f"attempts: {exc}", url=url) from exc
-                    delay = backoff_delay(self._retry, attempt, self._rng)
-                    logger.debug("download interrupted (%s); resuming in %.2fs", exc, delay)
-                    attempt += 1
-                    await anyio.sleep(delay)
-            await anyio.to_thread.run_sync(os.replace, partial, target)
-            return target
+    async def download(self, url: str, target: Path, *, task_id: str | None = None) -> Path:
+        """Fetch ``url`` into ``target`` atomically, resuming what this same result left.
 
-    async def _fetch(self, url: str, partial: Path, state: _State) -> None:
+        Downloads to one path run one after the other in this process; another process
+        writing the same path is refused with :class:`DownloadError`.
+        """
+        target = Path(await anyio.Path(target).absolute())
+        lock, users = self._paths.get(target, (anyio.Lock(), 0))
+        self._paths[target] = (lock, users + 1)
+        try:
+            async with lock, self._limiter:
+                await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+                part = await anyio.to_thread.run_sync(_Partial.open, target, url, task_id)
+                try:
+                    await self._fetch_all(url, part)
+                    await anyio.to_thread.run_sync(part.finish)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(part.close)
+        finally:
+            lock, users = self._paths[target]
+            if users == 1:
+                del self._paths[target]
+            else:
+                self._paths[target] = (lock, users - 1)
+        return target
+
+    async def _fetch_all(self, url: str, part: _Partial) -> None:
+        retrying = Retrying(self._retry, self._rng, what=f"download of {url}",
+                            retry_on=lambda exc: isinstance(exc, (TransportError,
+                                                                  _IncompleteError)))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._fetch(url, part)
+        except (TransportError, _IncompleteError) as exc:
+            raise DownloadError(f"download of {url} failed after {retrying.failures + 1} "
+                                f"attempts: {exc}", url=url) from exc
+
+    async def _fetch(self, url: str, part: _Partial) -> None:
         session = self._session
         if session is None:
-            raise RuntimeError("the client is closed")
-        have = (await anyio.Path(partial).stat()).st_size if await anyio.Path(
-            partial).exists() else 0
+            raise ClientClosedError("the Client is closed")
         headers = {}
-        if have:
-            # Result files never change, so a partial file from a killed run is resumed too;
-            # If-Range (when known) and the total size guard against a different file.
-            headers = {"Range": f"bytes={have}-"}
-            if state.etag is not None:
-                headers["If-Range"] = state.etag
+        if part.size:
+            headers["Range"] = f"bytes={part.size}-"
+            if part.etag is not None:
+                headers["If-Range"] = part.etag  # a changed file comes back whole (200)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect,
                                         sock_read=self._timeouts.read)
         try:
-            async with session.get(url, headers=headers, timeout=timeout) as response:
+            # encoded=True: a presigned URL is requested byte for byte as given.
+            async with session.get(yarl.URL(url, encoded=True), headers=headers,
+                                   timeout=timeout) as response:
                 if response.status in (403, 404, 410):
                     raise ResultExpiredError(
                         f"the result link answered {response.status}: it has expired (links "
                         f"last 24 hours) or never existed; generate the clip again", url=url)
                 if response.status == 416:  # the partial file is not a prefix of this one
-                    await anyio.Path(partial).unlink(missing_ok=True)
+                    await anyio.to_thread.run_sync(part.restart, None)
                     raise _IncompleteError("range not satisfiable; starting over")
                 if response.status not in (200, 206):
                     raise _IncompleteError(f"unexpected status {response.status}")
-                resumed = response.status == 206
-                total = _total_size(response, have if resumed else 0)
-                state.etag = response.headers.get("ETag") or state.etag
-                size = have if resumed else 0
-                async with await anyio.open_file(partial, "ab" if resumed else "wb") as out:
-                    async for chunk in response.content.iter_chunked(CHUNK):
-                        await out.write(chunk)
-                        size += len(chunk)
+                if response.status == 200:
+                    await anyio.to_thread.run_sync(part.restart, response.headers.get("ETag"))
+                total = _total_size(response, part.size)
+                buffer = bytearray()
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    buffer += chunk
+                    if len(buffer) >= WRITE_BLOCK:
+                        await anyio.to_thread.run_sync(part.append, bytes(buffer))
+                        buffer.clear()
+                if buffer:
+                    await anyio.to_thread.run_sync(part.append, bytes(buffer))
         except aiohttp.ConnectionTimeoutError as exc:
             raise ConnectError(f"timed out connecting for {url}") from exc
         except TimeoutError as exc:
             raise RequestTimeoutError(f"download of {url} stalled") from exc
         except (aiohttp.ClientError, OSError) as exc:
+            if self._session is None:
+                raise ClientClosedError("the Client closed during the download") from exc
             raise TransportError(f"download of {url}: {type(exc).__name__}: {exc}") from exc
-        if total is not None and size != total:
-            raise _IncompleteError(f"got {size} of {total} bytes")
+        if total is not None and part.size != total:
+            raise _IncompleteError(f"got {part.size} of {total} bytes")
 
 
-class _State:
-    """What one download has learnt across its attempts."""
+class _Partial:
+    """The ``.part`` file of one target, locked, with a record of what it holds.
 
-    def __init__(self) -> None:
-        self.etag: str | None = None
+    Beside ``.name.part`` lies ``.name.part.json``: the URL, task id and validator the
+    bytes came from. A leftover partial file is resumed only for the same result;
+    anything else is discarded. Every method runs in a worker thread.
+    """
+
+    def __init__(self, target: Path, file: BinaryIO, meta: dict[str, str | None]) -> None:
+        self.target = target
+        self.path = target.with_name(f".{target.name}.part")
+        self.meta_path = target.with_name(f".{target.name}.part.json")
+        self._file = file
+        self._meta = meta
+        self.size = file.seek(0, os.SEEK_END)
+
+    @classmethod
+    def open(cls, target: Path, url: str, task_id: str | None) -> _Partial:
+        path = target.with_name(f".{target.name}.part")
+        file = open(path, "a+b")  # noqa: SIM115 - closed by close()
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.close()
+            raise DownloadError(f"{target} is being downloaded by another process; wait for "
+                                "it or download to another path", url=url) from None
+        meta = {"url": url, "task_id": task_id, "etag": None}
+        part = cls(target, file, meta)
+        recorded = part._read_meta()
+        same = recorded is not None and (recorded.get("url") == url or (
+            task_id is not None and recorded.get("task_id") == task_id))
+        if same and recorded is not None:
+            meta["etag"] = recorded.get("etag")
+        elif part.size:
+            logger.debug("discarding %s: written from another result", part.path)
+            part.restart(None)
+        return part
+
+    @property
+    def etag(self) -> str | None:
+        return self._meta["etag"]
+
+    def _read_meta(self) -> dict[str, str | None] | None:
+        try:
+            data = json.loads(self.meta_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def restart(self, etag: str | None) -> None:
+        """Empty the file: the bytes to come start at offset 0."""
+        self._file.truncate(0)
+        self.size = 0
+        self._meta["etag"] = etag
+        self.meta_path.write_text(json.dumps(self._meta), "utf-8")
+
+    def append(self, data: bytes) -> None:
+        """Write ``data`` at the end."""
+        if not self.size and not self.meta_path.exists():
+            self.meta_path.write_text(json.dumps(self._meta), "utf-8")
+        self._file.write(data)
+        self._file.flush()
+        self.size += len(data)
+
+    def finish(self) -> None:
+        """Rename the complete file into place and drop the record."""
+        os.replace(self.path, self.target)
+        self.meta_path.unlink(missing_ok=True)
+        self.size = -1  # nothing left to clean up
+
+    def close(self) -> None:
+        """Release the file (and the lock); an empty leftover is removed."""
+        if self.size == 0:
+            self.path.unlink(missing_ok=True)
+            self.meta_path.unlink(missing_ok=True)
+        self._file.close()
 
 
 class _IncompleteError(Exception):

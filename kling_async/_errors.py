@@ -18,14 +18,16 @@
     └── TaskFailedError             the task itself failed (has the snapshot)
 
 Misuse (bad arguments, a closed client) raises ValueError, TypeError or RuntimeError,
-never a KlingError, so ``except KlingError`` cannot hide a bug.
+never a KlingError, so ``except KlingError`` cannot hide a bug. Work still waiting on a
+Client when it closes ends with :class:`ClientClosedError`, a ``RuntimeError``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from ._jsonbody import parse_json
 
 if TYPE_CHECKING:
     from ._models import TaskSnapshot
@@ -35,6 +37,16 @@ _EXCERPT = 200
 
 class KlingError(Exception):
     """Root of every error about the API or the network."""
+
+
+class ClientClosedError(RuntimeError):
+    """The Client closed while this call was waiting on it.
+
+    Raised in other tasks still inside a ``watch``, ``wait_finished``, a ``submit``
+    waiting for a slot, or a ``generate_many`` block when the ``async with Client``
+    block ends: they end within moments instead of hanging. Tasks already submitted keep
+    running on the server; track them again from a new Client (``client.track``).
+    """
 
 
 class APIError(KlingError):
@@ -246,8 +258,8 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str],
     request_id = next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None)
     fields: dict[str, Any] = {"status": status, "request_id": request_id}
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = parse_json(body)
+    except ValueError:
         data = None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):

@@ -6,10 +6,8 @@ All network errors are mapped to the kling_async tree here and nowhere else.
 from __future__ import annotations
 
 import ipaddress
-import json
-import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -20,22 +18,18 @@ import anyio.lowlevel
 from ._config import RetryPolicy, Timeouts
 from ._errors import (
     APIError,
+    ClientClosedError,
     ConnectError,
-    KlingError,
     RateLimitError,
     RequestTimeoutError,
     ResponseDecodeError,
-    ServerError,
-    SubmissionUnknownError,
     TransportError,
     error_from_response,
 )
+from ._jsonbody import MAX_BODY, parse_json
 from ._pacing import RequestPacer
-from ._retry import parse_retry_after, retry_wait
+from ._retry import Retrying, parse_retry_after
 
-logger = logging.getLogger("kling_async")
-
-MAX_BODY = 8 * 1024 * 1024  # larger JSON answers are refused, not buffered
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -120,11 +114,14 @@ class Transport:
     # -- one attempt ------------------------------------------------------------------------
 
     async def _send(self, method: str, path: str, body: Any, headers: Mapping[str, str],
-                    read_timeout: float) -> tuple[int, bytes, Mapping[str, str]]:
+                    read_timeout: float, before_send: Callable[[], None] | None
+                    ) -> tuple[int, bytes, Mapping[str, str]]:
         session = self._session
         if session is None:
-            raise RuntimeError("the client is closed")
+            raise ClientClosedError("the Client is closed")
         await self.pacer.acquire()
+        if before_send is not None:
+            before_send()  # from here on the request may reach the server
         timeout = self._socket_timeouts[read_timeout]
         self.requests_sent += 1
         try:
@@ -140,12 +137,22 @@ class Transport:
         except aiohttp.ClientConnectorError as exc:
             raise ConnectError(f"cannot connect to {self._base}: {exc.os_error}") from exc
         except (aiohttp.ClientError, OSError) as exc:
+            if self._session is None:
+                raise ClientClosedError("the Client closed during the request") from exc
             raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
-    async def _attempt(self, method: str, path: str, body: Any, headers: Mapping[str, str],
-                       read_timeout: float) -> tuple[Any, Mapping[str, str]]:
-        status, data, response_headers = await self._send(method, path, body, headers,
-                                                          read_timeout)
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      headers: Mapping[str, str] | None = None, paid: bool = False,
+                      before_send: Callable[[], None] | None = None
+                      ) -> tuple[Any, Mapping[str, str]]:
+        """One attempt: the decoded JSON answer and its headers, or the mapped error.
+
+        ``paid`` selects the submission read timeout. A 429 pauses every request of the
+        client for its ``Retry-After`` (capped) before it is raised.
+        """
+        read_timeout = self._timeouts.submit if paid else self._timeouts.read
+        status, data, response_headers = await self._send(
+            method, path, body, headers or {}, read_timeout, before_send)
         if status >= 400:
             retry_after = parse_retry_after(response_headers.get("Retry-After"))
             error = error_from_response(status, data, response_headers, retry_after)
@@ -154,78 +161,32 @@ class Transport:
                                      else self.retry.backoff_base, self.retry.retry_after_max))
             raise error
         try:
-            return json.loads(data), response_headers
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ResponseDecodeError(f"{method} {path}: answer is not JSON",
+            return parse_json(data), response_headers
+        except ValueError as exc:
+            raise ResponseDecodeError(f"{method} {path}: answer is not readable JSON ({exc})",
                                       excerpt=data[:200].decode("utf-8", "replace")) from exc
 
     # -- reads ----------------------------------------------------------------------------
 
     async def read(self, method: str, path: str, body: Any = None) -> Any:
         """A read (GET, or the batch read's POST): retried on transient failures."""
-        attempt = 0
-        while True:
-            try:
-                data, _ = await self._attempt(method, path, body, {}, self._timeouts.read)
+        async for attempt in Retrying(self.retry, self._rng, what=f"{method} {path}",
+                                      retry_on=transient):
+            with attempt:
+                data, _ = await self.request(method, path, body)
                 return data
-            except (TransportError, ResponseDecodeError, APIError) as exc:
-                if not _transient(exc) or attempt + 1 >= self.retry.max_attempts:
-                    raise
-                wait = retry_wait(self.retry, attempt,
-                                  getattr(exc, "retry_after", None), self._rng)
-                logger.debug("retrying %s %s in %.2fs after %s", method, path, wait,
-                             type(exc).__name__)
-                attempt += 1
-                await anyio.sleep(wait)
+        raise AssertionError("unreachable: Retrying either returns or raises")
 
     async def get_task(self, task_id: str) -> Any:
         """``GET /v1/tasks/{task_id}``."""
         return await self.read("GET", f"/v1/tasks/{quote(task_id, safe='')}")
 
-    # -- the paid write -------------------------------------------------------------------
 
-    async def submit(self, body: Mapping[str, Any], key: str) -> tuple[Any, bool]:
-        """POST a generation with ``key``; return ``(json, replayed)``.
-
-        Every attempt carries the same ``Idempotency-Key``, so a retry after a lost answer
-        makes the server replay the task it created rather than charge again. A 429 is
-        raised at once (the caller owns the slot and the wait). When retries run out and
-        any attempt might have reached the server, raises :class:`SubmissionUnknownError`.
-        """
-        headers = {"Idempotency-Key": key}
-        ambiguous = False
-        attempt = 0
-        while True:
-            try:
-                data, response_headers = await self._attempt(
-                    "POST", "/v1/videos/generations", body, headers, self._timeouts.submit)
-                replayed = response_headers.get("Idempotency-Replayed", "").lower() == "true"
-                return data, replayed
-            except RateLimitError:
-                raise
-            except (TransportError, ResponseDecodeError, ServerError) as exc:
-                ambiguous = ambiguous or not isinstance(exc, ConnectError)
-                if attempt + 1 >= self.retry.max_attempts:
-                    if ambiguous:
-                        raise SubmissionUnknownError(key, exc) from exc
-                    raise
-                wait = retry_wait(self.retry, attempt, None, self._rng)
-                logger.debug("retrying a submission (same key) in %.2fs after %s", wait,
-                             type(exc).__name__)
-                attempt += 1
-                await anyio.sleep(wait)
-            except APIError as exc:
-                if exc.code != "paid_outcome_unknown" or attempt + 1 >= self.retry.max_attempts:
-                    raise
-                ambiguous = True
-                attempt += 1
-                await anyio.sleep(retry_wait(self.retry, attempt, None, self._rng))
-
-
-def _transient(exc: KlingError) -> bool:
+def transient(exc: Exception) -> bool:
+    """A read failure worth another attempt: network trouble, garbage, 429 or 5xx."""
     if isinstance(exc, APIError):
         return exc.status in _RETRY_STATUSES
-    return True
+    return isinstance(exc, (TransportError, ResponseDecodeError))
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

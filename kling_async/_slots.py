@@ -1,32 +1,83 @@
-"""In-flight slots: at most N of this client's tasks unfinished on the server at once.
+"""Admission: how many of the account's task slots are taken, and who waits for one.
 
-A slot is taken before the POST and held until the poller sees the task terminal, so
-our count can only be higher than the server's, never lower. Waiters are served first
-come, first served; a submission that must retry after a 429 goes back to the front.
+The task registry decides *which* task holds a slot; an :class:`Admission` only counts
+them against a capacity and queues the waiters. :class:`LocalSlots` does it in this
+process's memory. The calls are keyed by reservation (the idempotency key) and task id
+so that a shared store can implement the same interface for many processes; ``bind``,
+``release``, ``adopt`` and ``renew`` must not block (a shared store queues them to its
+own writer), only ``reserve`` waits.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 
 from ._config import AdaptiveLimit
+from ._errors import ClientClosedError
+
+
+class Admission(Protocol):
+    """The slot counter the task registry admits submissions through."""
+
+    @property
+    def capacity(self) -> int:
+        """Slots allowed now (moves in adaptive mode)."""
+
+    @property
+    def in_flight(self) -> int:
+        """Slots taken now."""
+
+    @property
+    def waiting(self) -> int:
+        """Reservations waiting for a slot."""
+
+    @property
+    def rejections(self) -> int:
+        """429 answers to submissions so far."""
+
+    async def reserve(self, reservation: str, *, front: bool = False) -> None:
+        """Wait for a slot, first come first served (``front``: ahead of the others).
+
+        Cancelling the wait takes nothing. Raises ClientClosedError once closed."""
+
+    def bind(self, reservation: str, task_id: str) -> None:
+        """The reservation became task ``task_id`` on the server."""
+
+    def release(self, holder: str) -> None:
+        """Give back the slot of a reservation or task id."""
+
+    def adopt(self, task_id: str) -> None:
+        """Count a task that already runs on the server (may exceed capacity)."""
+
+    def renew(self, task_ids: Collection[str]) -> None:
+        """These tasks are still followed (keeps a shared store's leases alive)."""
+
+    def on_accepted(self) -> None:
+        """A submission was accepted (adaptive growth)."""
+
+    def on_rejected(self) -> None:
+        """The server answered a submission with 429: the account is full."""
+
+    def close(self) -> None:
+        """Wake every waiter with ClientClosedError."""
 
 
 class _Waiter:
-    __slots__ = ("event", "granted", "token")
+    __slots__ = ("event", "granted")
 
-    def __init__(self, token: object) -> None:
-        self.token = token
+    def __init__(self) -> None:
         self.event = anyio.Event()
         self.granted = False
 
 
-class SlotLimiter:
-    """FIFO slots with a capacity that is fixed or found by AIMD (see AdaptiveLimit)."""
+class LocalSlots:
+    """In-memory admission: FIFO waiters and a fixed or AIMD capacity (AdaptiveLimit)."""
 
     def __init__(self, limit: int | AdaptiveLimit) -> None:
         if isinstance(limit, AdaptiveLimit):
@@ -38,34 +89,28 @@ class SlotLimiter:
                                  f"got {limit!r}")
             self.adaptive = None
             self.capacity = limit
-        self._holders: set[object] = set()
+        self.in_flight = 0
         self._waiters: deque[_Waiter] = deque()
         self._slow_start = True
         self._credit = 0
+        self._closed = False
         self.rejections = 0
 
     @property
-    def in_flight(self) -> int:
-        """Slots held now."""
-        return len(self._holders)
-
-    @property
     def waiting(self) -> int:
-        """Submissions waiting for a slot."""
+        """Reservations waiting for a slot."""
         return len(self._waiters)
 
-    def holds(self, token: object) -> bool:
-        """True while ``token`` holds a slot."""
-        return token in self._holders
-
-    async def acquire(self, token: object, *, front: bool = False) -> None:
-        """Wait for a slot for ``token``. Cancelling the wait takes nothing."""
-        if not self._waiters and len(self._holders) < self.capacity:
+    async def reserve(self, reservation: str, *, front: bool = False) -> None:
+        """Wait for a slot. Cancelling the wait takes nothing."""
+        if self._closed:
+            raise ClientClosedError("the Client closed; no more submissions")
+        if not self._waiters and self.in_flight < self.capacity:
             await anyio.lowlevel.checkpoint_if_cancelled()
-            self._grant(token)  # nothing can cancel us between here and the return
+            self.in_flight += 1  # nothing can cancel us between here and the return
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return
-        waiter = _Waiter(token)
+        waiter = _Waiter()
         if front:
             self._waiters.appendleft(waiter)
         else:
@@ -74,34 +119,39 @@ class SlotLimiter:
             await waiter.event.wait()
         except BaseException:
             if waiter.granted:
-                self.release(token)
+                self.release(reservation)
             else:
                 self._waiters.remove(waiter)
             raise
+        if not waiter.granted:
+            raise ClientClosedError("the Client closed while this submission waited for a slot")
 
-    def force(self, token: object) -> None:
-        """Hold a slot for a task that already exists on the server (may exceed capacity)."""
-        self._grant(token)
+    def bind(self, reservation: str, task_id: str) -> None:
+        """Nothing to do in memory: the count is the same."""
 
-    def rename(self, old: object, new: object) -> None:
-        """Move a held slot from a placeholder token to the task id."""
-        self._holders.discard(old)
-        self._holders.add(new)
+    def release(self, holder: str) -> None:
+        """Give a slot back and wake the next waiters."""
+        self.in_flight -= 1
+        self._wake()
 
-    def release(self, token: object) -> None:
-        """Give ``token``'s slot back (no-op if it holds none) and wake the next waiter."""
-        if token in self._holders:
-            self._holders.discard(token)
-            self._wake()
+    def adopt(self, task_id: str) -> None:
+        """Count a task that already exists on the server."""
+        self.in_flight += 1
 
-    def _grant(self, token: object) -> None:
-        self._holders.add(token)
+    def renew(self, task_ids: Collection[str]) -> None:
+        """Nothing expires in memory."""
+
+    def close(self) -> None:
+        """Wake every waiter; they raise ClientClosedError."""
+        self._closed = True
+        while self._waiters:
+            self._waiters.popleft().event.set()
 
     def _wake(self) -> None:
-        while self._waiters and len(self._holders) < self.capacity:
+        while self._waiters and self.in_flight < self.capacity:
             waiter = self._waiters.popleft()
             waiter.granted = True
-            self._grant(waiter.token)
+            self.in_flight += 1
             waiter.event.set()
 
     # -- adaptive capacity ------------------------------------------------------------------
@@ -109,7 +159,7 @@ class SlotLimiter:
     def on_accepted(self) -> None:
         """A submission was accepted: grow (adaptive mode, only while slots are used up)."""
         limit = self.adaptive
-        if limit is None or len(self._holders) < self.capacity:
+        if limit is None or self.in_flight < self.capacity:
             return
         if self._slow_start:
             self.capacity = min(limit.maximum, self.capacity + 1)
@@ -128,7 +178,7 @@ class SlotLimiter:
             return
         self._slow_start = False
         self._credit = 0
-        others = len(self._holders) - 1  # the rejected submission still holds its slot
+        others = self.in_flight - 1  # the rejected submission still holds its slot
         if others > self.capacity:
             return  # still draining after the previous decrease
         self.capacity = max(1, math.floor(max(others, 1) * limit.decrease))

@@ -14,6 +14,8 @@ class ClientStatistics:
         capacity: slots available now (moves in adaptive mode).
         waiting: submissions waiting for a slot.
         tracked: task ids the poller follows.
+        unsettled: idempotency keys of submissions whose outcome is unknown; each holds a
+            slot until settled (submit again with the key) or ``unsettled_hold`` passes.
         requests_sent: HTTP requests sent, retries included.
         batch_reads / single_reads: poller reads by kind.
         statuses_read: task readings the poller has processed.
@@ -25,6 +27,7 @@ class ClientStatistics:
     capacity: int
     waiting: int
     tracked: int
+    unsettled: tuple[str, ...]
     requests_sent: int
     batch_reads: int
     single_reads: int

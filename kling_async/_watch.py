@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import anyio
 import attrs
 
-from ._errors import KlingError
+from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
 
 
@@ -49,6 +49,7 @@ class TaskUpdates:
         self._pending: dict[str, TaskUpdate] = {}
         self._event = anyio.Event()
         self._open_ended = open_ended
+        self._closed: str | None = None
         self.coalesced = 0
 
     def add(self, task_id: str) -> None:
@@ -58,6 +59,11 @@ class TaskUpdates:
     def seal(self) -> None:
         """No more ids will be added: iteration ends when the open ones are final."""
         self._open_ended = False
+        self._event.set()
+
+    def close(self, reason: str) -> None:
+        """The Client closed: the next read raises :class:`ClientClosedError`."""
+        self._closed = reason
         self._event.set()
 
     def push(self, update: TaskUpdate) -> None:
@@ -75,6 +81,8 @@ class TaskUpdates:
     async def __anext__(self) -> TaskUpdate:
         await anyio.lowlevel.checkpoint()
         while not self._pending:
+            if self._closed is not None:
+                raise ClientClosedError(self._closed)
             if not self._open and not self._open_ended:
                 raise StopAsyncIteration
             self._event = anyio.Event()
@@ -84,8 +92,3 @@ class TaskUpdates:
         if update.is_final:
             self._open.discard(task_id)
         return update
-
-    @property
-    def open_ids(self) -> frozenset[str]:
-        """Ids whose final update has not been delivered yet."""
-        return frozenset(self._open)

@@ -17,6 +17,10 @@ from .cli_helpers import SCALE, cli, env_for, write_prompts
 from .crash import kill_and_resume
 
 
+def task_of(clip: Path) -> bytes:
+    """The task id in a batch file name ``NNNNN-<task id>.mp4``, as the Emulator's tag."""
+    return clip.stem.split("-", 1)[1].encode()
+
 async def test_batch_end_to_end(tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path / "prompts.txt", 5)
     async with Emulator(time_scale=SCALE, seed=1) as emu:
@@ -64,7 +68,7 @@ async def test_a_killed_batch_resumes_paying_once(tmp_path: Path) -> None:
     assert stats.duplicate_bodies == 0
     files = list(out.glob("*.mp4"))
     assert len(files) == 12
-    assert all(f.read_bytes() == result_bytes(None) for f in files)
+    assert all(f.read_bytes() == result_bytes(None, task_of(f)) for f in files)
     assert not list(out.glob(".*.part"))
 
 
@@ -104,8 +108,8 @@ async def test_generate_status_and_credits(tmp_path: Path) -> None:
     async with Emulator(time_scale=SCALE) as emu:
         code, out, err = await cli("generate", "a cat", "-o", str(tmp_path / "cat.mp4"), emu=emu)
         assert code == 0, err
-        assert (tmp_path / "cat.mp4").read_bytes() == result_bytes(None)
         task_id = out.split()[1]
+        assert (tmp_path / "cat.mp4").read_bytes() == emu.result_file(task_id)
         code, out, _ = await cli("status", task_id, emu=emu)
         assert code == 0
         assert "completed" in out
@@ -146,7 +150,7 @@ async def test_many_kills_then_resume_pay_and_download_once(tmp_path: Path) -> N
     assert stats.duplicate_bodies == 0
     assert len(files) == 30
     assert partials == 0
-    assert all(f.read_bytes() == result_bytes(200_000) for f in files)
+    assert all(f.read_bytes() == result_bytes(200_000, task_of(f)) for f in files)
     assert stats.file_bytes_sent <= 30 * 200_000 * 1.2  # resumed, never fetched twice
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
 
 import kling_async as kling
 from kling_async._download import inside, safe_name
 from kling_async.testing import Emulator, Fault
-from kling_async.testing._files import result_bytes
+
+from .conftest import make_client
 
 SIZE = 3_000_000
 
@@ -29,7 +32,7 @@ async def test_download_writes_the_whole_file_atomically(
     target = tmp_path / "nested" / "cat.mp4"
     path = await client.download(done, target)
     assert path == target
-    assert target.read_bytes() == result_bytes(SIZE)
+    assert target.read_bytes() == emulator.result_file(done.id)
     assert [p.name for p in target.parent.iterdir()] == ["cat.mp4"]  # no partial left
     stats = emulator.statistics()
     assert stats.count("file", 200) == 1
@@ -42,22 +45,90 @@ async def test_download_resumes_after_a_dropped_connection(
     done = await finished_task(emulator, client)
     emulator.fail_next("file", Fault.reset())
     path = await client.download(done.video_url or "", tmp_path / "cat.mp4")
-    assert path.read_bytes() == result_bytes(SIZE)
+    assert path.read_bytes() == emulator.result_file(done.id)
     stats = emulator.statistics()
     assert stats.count("file", 200) == 1
     assert stats.count("file", 206) == 1
     assert stats.file_bytes_sent < SIZE * 1.6  # the second request sent only the rest
 
 
-async def test_a_stale_partial_from_a_killed_run_is_resumed(
+async def killed_download(emulator: Emulator, done: kling.TaskSnapshot, target: Path) -> None:
+    """A download that dies halfway, leaving its partial file (as a killed run would)."""
+    emulator.fail_next("file", Fault.reset())
+    async with make_client(emulator, retry=kling.RetryPolicy(max_attempts=1)) as one_shot:
+        with pytest.raises(kling.DownloadError):
+            await one_shot.download(done, target)
+    assert target.with_name(f".{target.name}.part").stat().st_size > 0
+
+
+async def test_a_partial_left_by_a_killed_download_is_resumed(
         emulator: Emulator, client: kling.Client, tmp_path: Path) -> None:
     emulator.result_size = SIZE
     done = await finished_task(emulator, client)
     target = tmp_path / "cat.mp4"
-    (tmp_path / ".cat.mp4.part").write_bytes(result_bytes(SIZE)[:1000])
+    await killed_download(emulator, done, target)
     await client.download(done, target)
-    assert target.read_bytes() == result_bytes(SIZE)
+    assert target.read_bytes() == emulator.result_file(done.id)
     assert emulator.statistics().count("file", 206) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.mp4"]
+
+
+async def test_a_partial_of_another_clip_is_discarded(
+        emulator: Emulator, client: kling.Client, tmp_path: Path) -> None:
+    emulator.result_size = SIZE
+    clip_a = await finished_task(emulator, client)
+    clip_b = await finished_task(emulator, client)
+    target = tmp_path / "clip.mp4"
+    await killed_download(emulator, clip_a, target)
+    await client.download(clip_b, target)
+    assert target.read_bytes() == emulator.result_file(clip_b.id)
+    assert target.read_bytes() != emulator.result_file(clip_a.id)
+    assert emulator.statistics().count("file", 206) == 0  # nothing of A was reused
+
+
+async def test_two_downloads_to_one_path_at_once(
+        emulator: Emulator, client: kling.Client, tmp_path: Path) -> None:
+    emulator.result_size = SIZE
+    done = await finished_task(emulator, client)
+    target = tmp_path / "cat.mp4"
+    paths: list[Path] = []
+
+    async def fetch() -> None:
+        paths.append(await client.download(done, target))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch)
+            tg.start_soon(fetch)
+    assert paths == [target, target]
+    assert target.read_bytes() == emulator.result_file(done.id)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.mp4"]
+
+
+async def test_a_path_another_process_writes_is_refused(
+        emulator: Emulator, client: kling.Client, tmp_path: Path) -> None:
+    done = await finished_task(emulator, client)
+    target = tmp_path / "cat.mp4"
+    other = await anyio.open_file(tmp_path / ".cat.mp4.part", "a+b")
+    fcntl.flock(other.wrapped.fileno(), fcntl.LOCK_EX)  # what another process's download holds
+    with pytest.raises(kling.DownloadError, match="another process"):
+        await client.download(done, target)
+    await other.aclose()
+    await client.download(done, target)
+    assert target.read_bytes() == emulator.result_file(done.id)
+
+
+async def test_presigned_urls_reach_the_server_unchanged(
+        emulator: Emulator, client: kling.Client, tmp_path: Path) -> None:
+    done = await finished_task(emulator, client)
+    assert done.video_url is not None
+    assert "%2F" in done.video_url  # the signature is percent-encoded base64
+    await client.download(done.video_url, tmp_path / "cat.mp4")
+    assert (tmp_path / "cat.mp4").read_bytes() == emulator.result_file(done.id)
+    assert emulator.statistics().bad_signatures == 0
+    async with aiohttp.ClientSession() as plain, plain.get(done.video_url) as response:
+        assert response.status == 403  # what aiohttp does to a str URL: re-encoded
+    assert emulator.statistics().bad_signatures == 1
 
 
 async def test_expired_links_say_to_generate_again(
@@ -110,5 +181,5 @@ async def test_batches_download_as_tasks_succeed(tmp_path: Path) -> None:
     for event in succeeded:
         assert event.path is not None
         assert event.path.parent == tmp_path.resolve()
-        assert event.path.read_bytes() == result_bytes(None)
+        assert event.path.read_bytes() == emu.result_file(event.task_id)
         assert event.path.name.startswith(f"{event.index:05d}-")

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+import yarl
 
 from kling_async.testing import Emulator, Fault
 from kling_async.testing._timeline import make_timeline
@@ -206,7 +207,7 @@ async def test_lifecycle_moves_on_the_stepped_clock(emulator: Emulator,
     progresses = [p for _, p in seen]
     assert progresses == sorted(progresses)
     assert any(90 <= p < 100 for p in progresses)
-    assert data["results"][0].endswith(f"/files/{task['id']}.mp4")
+    assert data["results"][0].split("?")[0].endswith(f"/files/{task['id']}.mp4")
     assert data["task_info"]["can_cancel"] is False
     assert data["usage"]["credits_used"] == 27.0
 
@@ -295,7 +296,7 @@ async def test_result_files_support_range_and_expire(emulator: Emulator,
     _, task, _ = await create(http)
     emulator.advance(1000)
     _, data = await get(http, f"/v1/tasks/{task['id']}")
-    url = data["results"][0]
+    url = yarl.URL(data["results"][0], encoded=True)  # presigned: sent byte for byte
     async with http.get(url) as response:
         body = await response.read()
         etag = response.headers["ETag"]

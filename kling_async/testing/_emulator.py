@@ -18,6 +18,7 @@ from aiohttp import web
 from ._callbacks import CallbackSender
 from ._clock import EmulatorClock
 from ._faults import Fault, FaultPlan, Route
+from ._files import result_bytes
 from ._handlers import Routes
 from ._state import FAILURE_MESSAGES, Account, Statistics, World
 
@@ -154,6 +155,10 @@ class Emulator:
             self.corrupted.pop(task_id, None)
         else:
             self.corrupted[task_id] = body
+
+    def result_file(self, task_id: str) -> bytes:
+        """The bytes of ``task_id``'s result file (each task's file is different)."""
+        return result_bytes(self.result_size, task_id.encode())
 
     def task_json(self, task_id: str) -> dict[str, Any]:
         """The JSON ``GET /v1/tasks/{task_id}`` would answer now (e.g. to fake a callback)."""

@@ -18,17 +18,18 @@ def sample_mp4() -> bytes:
     return resources.files(__package__).joinpath("sample.mp4").read_bytes()
 
 
-@functools.cache
-def result_bytes(size: int | None) -> bytes:
-    """The sample clip, padded with an MP4 ``free`` box to ``size`` bytes when asked.
+@functools.lru_cache(maxsize=64)
+def result_bytes(size: int | None, tag: bytes = b"") -> bytes:
+    """The sample clip plus an MP4 ``free`` box holding ``tag`` (so every task's file
+    differs), padded to ``size`` bytes when asked.
 
-    A ``free`` box is skipped by every player, so the padded file stays playable.
+    A ``free`` box is skipped by every player, so the file stays playable.
     """
     clip = sample_mp4()
-    if size is None or size <= len(clip) + 8:
+    box = max(8 + len(tag), (size or 0) - len(clip))
+    if box == 8:
         return clip
-    pad = size - len(clip)
-    return clip + struct.pack(">I", pad) + b"free" + bytes(pad - 8)
+    return clip + struct.pack(">I", box) + b"free" + tag + bytes(box - 8 - len(tag))
 
 
 def parse_range(header: str, length: int) -> tuple[int, int] | None:

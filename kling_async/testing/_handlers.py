@@ -13,8 +13,8 @@ from aiohttp import web
 
 from ._callbacks import is_local_or_private
 from ._faults import Fault, envelope
-from ._files import result_bytes, send_file
-from ._state import Account, EmuTask, body_digest
+from ._files import send_file
+from ._state import Account, EmuTask, body_digest, presigned_query
 from ._validate import MODEL, BodyError, validate_body
 
 if TYPE_CHECKING:
@@ -324,7 +324,11 @@ class Routes:
             return web.Response(status=403, content_type="application/xml",
                                 text="<Error><Code>AccessDenied</Code>"
                                      "<Message>Request has expired</Message></Error>")
-        data = result_bytes(self.emu.result_size)
+        if request.rel_url.raw_query_string != presigned_query(task.id):
+            self.world.bad_signatures += 1
+            return web.Response(status=403, content_type="application/xml",
+                                text="<Error><Code>SignatureDoesNotMatch</Code></Error>")
+        data = self.emu.result_file(task.id)
         fault = self.emu.faults.draw("file")
         if fault is not None and fault.kind != "reset":
             return await self._misbehave(request, fault, None)

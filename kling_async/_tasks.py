@@ -1,0 +1,421 @@
+"""The task registry: the one owner of each task's life in a Client.
+
+Per task it keeps the slot (a :class:`Ticket`), the schedule entry, the subscribers and
+the last and final state. A submission's life::
+
+    admit(key) -> Ticket (reserved)   waits first come, first served; cancelling spends nothing
+    bind(ticket, snapshot)            the server answered with a task: follow it, slot held
+    refuse(ticket)                    the server definitively refused: slot back at once
+    hold_unsettled(ticket)            outcome unknown after retries: slot kept, key listed
+    release on the final reading      whoever reports it (a poll, a confirmed callback)
+
+The poller only reads what :meth:`TaskRegistry.pop_due` hands it and reports what it
+read; the slot counting itself is an :class:`~kling_async._slots.Admission`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Literal
+
+import anyio
+import attrs
+
+from ._config import PollPolicy
+from ._errors import ClientClosedError, KlingError
+from ._models import TaskSnapshot, TaskStatus
+from ._schedule import error_delay, next_delay, predicted_remaining
+from ._slots import Admission
+from ._watch import TaskUpdate, TaskUpdates
+
+logger = logging.getLogger("kling_async")
+
+MAX_DECODE_ERRORS = 5    # unreadable answers in a row before an id is given up
+FINISHED_CACHE = 10_000  # final readings kept for late watchers and wait_finished()
+_RANK = {TaskStatus.PENDING: 0, TaskStatus.UNKNOWN: 0, TaskStatus.PROCESSING: 1,
+         TaskStatus.COMPLETED: 2, TaskStatus.FAILED: 2}
+TicketState = Literal["waiting", "reserved", "unsettled", "bound", "released"]
+_HOLDING = frozenset({"reserved", "unsettled", "bound"})
+
+
+@attrs.define(eq=False)
+class Ticket:
+    """One claim on a slot: a submission's (named by its idempotency key) or an adopted
+    task's. It is the only record of who holds a slot."""
+
+    key: str
+    state: TicketState = "waiting"
+    task_id: str | None = None
+    settled: anyio.Event = attrs.Factory(anyio.Event)  # set when an unsettled hold ends
+
+
+@attrs.define(eq=False)
+class Entry:
+    """What the registry knows of one followed task."""
+
+    task_id: str
+    first_seen: float
+    ticket: Ticket | None = None
+    snapshot: TaskSnapshot | None = None
+    estimate: float | None = None
+    watchers: set[TaskUpdates] = attrs.Factory(set)
+    seq: int = 0
+    last_read: float = float("-inf")
+    reading: bool = False
+    urgent_since: float | None = None  # a callback claimed the end: confirm at once
+    needs_get: bool = False
+    errors: int = 0
+    decode_errors: int = 0
+
+
+def _update(task_id: str, snapshot: TaskSnapshot | None,
+            error: KlingError | None = None) -> TaskUpdate:
+    return TaskUpdate(task_id=task_id,
+                      status=snapshot.status if snapshot else TaskStatus.UNKNOWN,
+                      progress=snapshot.progress if snapshot else 0,
+                      snapshot=snapshot, error=error)
+
+
+class TaskRegistry:
+    """Slots, schedules, subscribers and states of every task a Client follows."""
+
+    def __init__(self, admission: Admission, policy: PollPolicy, rng: random.Random) -> None:
+        self.admission = admission
+        self._policy = policy
+        self._rng = rng
+        self._entries: dict[str, Entry] = {}
+        self._tickets: dict[str, Ticket] = {}  # by key, until bound or released
+        self._finished: OrderedDict[str, TaskUpdate] = OrderedDict()
+        self._channels: set[TaskUpdates] = set()
+        self._heap: list[tuple[float, int, str]] = []
+        self._wake = anyio.Event()
+        self._closed: str | None = None
+
+    # -- admission ------------------------------------------------------------------------
+
+    async def admit(self, key: str) -> Ticket:
+        """A reserved slot for the submission keyed ``key``; waits FIFO for one.
+
+        A key whose earlier submission is unsettled takes over that slot at once.
+        Cancelling the wait spends nothing.
+        """
+        self._check_open()
+        ticket = self._tickets.get(key)
+        if ticket is not None:
+            if ticket.state != "unsettled":
+                raise RuntimeError(f"a submission with idempotency key {key!r} is already "
+                                   "in progress")
+            ticket.state = "released"  # its slot passes to this submission, which settles it
+            ticket.settled.set()
+            ticket = self._tickets[key] = Ticket(key=key, state="reserved")
+            return ticket
+        ticket = self._tickets[key] = Ticket(key=key)
+        await self.readmit(ticket)
+        return ticket
+
+    async def readmit(self, ticket: Ticket, *, front: bool = False) -> None:
+        """Wait for a slot again (after a 429), ahead of others when ``front``."""
+        try:
+            await self.admission.reserve(ticket.key, front=front)
+        except BaseException:
+            self._tickets.pop(ticket.key, None)
+            raise
+        ticket.state = "reserved"
+
+    def rejected(self, ticket: Ticket, *, keep_slot: bool) -> None:
+        """The server answered 429 (account full): shrink, and give the slot back while
+        waiting to retry, unless an earlier attempt may have created the task."""
+        self.admission.on_rejected()
+        if not keep_slot:
+            self._release(ticket, keep_key=True)
+            ticket.state = "waiting"
+
+    def bind(self, ticket: Ticket, snapshot: TaskSnapshot) -> None:
+        """The submission created (or replayed) ``snapshot``: follow it with the slot."""
+        self._tickets.pop(ticket.key, None)
+        if self._closed is not None:
+            logger.warning("task %s was created while the Client closed; it is not followed"
+                           " (track it from a new Client)", snapshot.id)
+            self._release(ticket)
+            return
+        entry = self._entry(snapshot.id)
+        if snapshot.is_terminal or entry.ticket is not None:
+            self._release(ticket)  # a finished task, or a replay of one already counted
+        else:
+            ticket.state, ticket.task_id, entry.ticket = "bound", snapshot.id, ticket
+            self.admission.bind(ticket.key, snapshot.id)
+            self.admission.on_accepted()
+        self._absorb(entry, snapshot, anyio.current_time())
+
+    def refuse(self, ticket: Ticket) -> None:
+        """The submission definitively created nothing: its slot comes back."""
+        self._release(ticket)
+
+    def hold_unsettled(self, ticket: Ticket) -> None:
+        """The outcome stayed unknown: keep the slot (the task may run), list the key."""
+        ticket.state = "unsettled"
+        self._tickets[ticket.key] = ticket
+        logger.warning("the outcome of submission %s is unknown; its slot stays reserved "
+                       "until it is settled (submit again with idempotency_key=%r)",
+                       ticket.key, ticket.key)
+
+    def expire(self, ticket: Ticket) -> None:
+        """An unsettled hold ran out: give its slot back."""
+        if ticket.state == "unsettled":
+            logger.warning("released the slot held for unsettled submission %s", ticket.key)
+            self._release(ticket)
+
+    def adopt(self, task_ids: Iterable[str]) -> None:
+        """Follow tasks from an earlier run, each counting against the slots."""
+        self._check_open()
+        for task_id in task_ids:
+            if task_id in self._finished:
+                continue
+            entry = self._entry(task_id)
+            if entry.ticket is None:
+                self.admission.adopt(task_id)
+                entry.ticket = Ticket(key=task_id, state="bound", task_id=task_id)
+            if entry.snapshot is None:
+                self._schedule_at(entry, anyio.current_time())
+
+    def _release(self, ticket: Ticket, *, keep_key: bool = False) -> None:
+        if ticket.state in _HOLDING:
+            self.admission.release(ticket.task_id or ticket.key)
+        ticket.state = "released"
+        ticket.settled.set()
+        if not keep_key and self._tickets.get(ticket.key) is ticket:
+            del self._tickets[ticket.key]
+
+    # -- following ------------------------------------------------------------------------
+
+    @property
+    def tracked(self) -> int:
+        """Ids being followed now."""
+        return len(self._entries)
+
+    @property
+    def unsettled(self) -> tuple[str, ...]:
+        """Idempotency keys of submissions whose outcome is unknown (slots held)."""
+        return tuple(k for k, t in self._tickets.items() if t.state == "unsettled")
+
+    def subscribe(self, channel: TaskUpdates, task_ids: Iterable[str]) -> None:
+        """Deliver updates of ``task_ids`` to ``channel``, starting with what is known."""
+        self._check_open()
+        self._channels.add(channel)
+        for task_id in task_ids:
+            final = self._finished.get(task_id)
+            if final is not None:
+                channel.push(final)
+                continue
+            entry = self._entry(task_id)
+            entry.watchers.add(channel)
+            if entry.snapshot is not None:
+                channel.push(_update(task_id, entry.snapshot))
+            elif entry.seq == 0:
+                self._schedule_at(entry, anyio.current_time())
+
+    def unsubscribe(self, channel: TaskUpdates, task_ids: Iterable[str]) -> None:
+        """Stop delivering to ``channel``; ids nobody needs any more stop being read."""
+        self._channels.discard(channel)
+        for task_id in task_ids:
+            entry = self._entries.get(task_id)
+            if entry is None:
+                continue
+            entry.watchers.discard(channel)
+            if not entry.watchers and entry.ticket is None:
+                del self._entries[task_id]
+
+    def final(self, task_id: str) -> TaskUpdate | None:
+        """The final update of a recently finished id, if remembered."""
+        return self._finished.get(task_id)
+
+    def observe(self, snapshot: TaskSnapshot) -> None:
+        """Take a reading made elsewhere (``client.get()``) if the id is followed."""
+        entry = self._entries.get(snapshot.id)
+        if entry is not None:
+            self._absorb(entry, snapshot, anyio.current_time())
+
+    def hint(self, snapshot: TaskSnapshot) -> bool:
+        """Take an unverified claim (a callback). Terminal claims are confirmed by a read
+        first; stale or out-of-order claims are ignored. Returns True if it was used."""
+        entry = self._entries.get(snapshot.id)
+        if entry is None or self._closed is not None:
+            return False
+        now = anyio.current_time()
+        if snapshot.is_terminal:
+            entry.urgent_since = now
+            if not entry.reading:
+                self._schedule_at(entry, now, confirm=True)
+            return True
+        current = entry.snapshot
+        if current is not None and (_RANK[snapshot.status], snapshot.progress) <= (
+                _RANK[current.status], current.progress):
+            return False
+        self._absorb(entry, snapshot, now)
+        return True
+
+    def close(self) -> None:
+        """The Client is closing: every waiter and watcher ends with ClientClosedError."""
+        self._closed = "the Client closed while this call was waiting on it"
+        if self.unsettled:
+            logger.warning("closing with unsettled submissions (idempotency keys %s); submit "
+                           "them again with their key to settle them", ", ".join(self.unsettled))
+        self.admission.close()
+        for channel in self._channels:
+            channel.close(self._closed)
+        self._channels.clear()
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise ClientClosedError("the Client is closed")
+
+    def _entry(self, task_id: str) -> Entry:
+        entry = self._entries.get(task_id)
+        if entry is None:
+            entry = self._entries[task_id] = Entry(task_id=task_id,
+                                                   first_seen=anyio.current_time())
+        return entry
+
+    # -- what the poller reads and reports ------------------------------------------------
+
+    def pop_due(self, now: float, *, ride_along: bool) -> list[Entry]:
+        """Entries to read now, marked as being read.
+
+        With ``ride_along`` (batch reads), ids due within half ``min_interval`` join a
+        chunk that is read anyway, unless that would read them sooner than
+        ``min_interval`` after their last read.
+        """
+        policy = self._policy
+        horizon = now + (policy.min_interval / 2 if ride_along else 0.0)
+        due: list[Entry] = []
+        held_back: list[tuple[float, int, str]] = []
+        while self._heap and self._heap[0][0] <= horizon:
+            item = heapq.heappop(self._heap)
+            entry = self._entries.get(item[2])
+            if entry is None or entry.seq != item[1] or entry.reading:
+                continue  # stale; a read in progress reschedules its entry when it ends
+            if item[0] > now:
+                if len(due) % policy.batch_size == 0:
+                    held_back.append(item)  # nothing to ride along with
+                    break
+                if entry.last_read + policy.min_interval > now:
+                    held_back.append(item)
+                    continue
+            entry.reading = True
+            entry.last_read = now
+            due.append(entry)
+        for item in held_back:
+            heapq.heappush(self._heap, item)
+        return due
+
+    async def wait_due(self) -> None:
+        """Sleep until the earliest entry is due or an earlier one is scheduled."""
+        wait = self._heap[0][0] - anyio.current_time() if self._heap else 3600.0
+        self._wake = anyio.Event()
+        with anyio.move_on_after(max(wait, 0.0)):
+            await self._wake.wait()
+
+    def report(self, entry: Entry, snapshot: TaskSnapshot) -> None:
+        """A reading of ``entry`` by the poller."""
+        entry.reading = False
+        if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
+            entry.urgent_since = None  # this read was sent after the claim: confirmed
+        self._absorb(entry, snapshot, anyio.current_time())
+
+    def unreadable(self, entry: Entry, exc: KlingError) -> None:
+        """The answer about ``entry`` could not be read: retry, or give up after a few."""
+        entry.decode_errors += 1
+        if entry.decode_errors >= MAX_DECODE_ERRORS:
+            self.give_up(entry, exc)
+        else:
+            self.retry_later(entry, exc)
+
+    def retry_later(self, entry: Entry, exc: KlingError) -> None:
+        """A transient failure reading ``entry``: back off."""
+        entry.reading = False
+        entry.errors += 1
+        logger.debug("reading %s failed (%s); retrying later", entry.task_id,
+                     type(exc).__name__)
+        now = anyio.current_time()
+        self._schedule_at(entry, now + error_delay(self._policy, entry.errors, self._rng))
+
+    def left_out(self, entry: Entry) -> None:
+        """A batch answer left ``entry`` out (unknown or foreign): a GET says which."""
+        entry.reading = False
+        entry.needs_get = True
+        self._schedule_at(entry, anyio.current_time())
+
+    def give_up(self, entry: Entry, exc: KlingError) -> None:
+        """``entry`` cannot be followed (404, 403, garbage): its final update is ``exc``."""
+        entry.reading = False
+        self._finish(entry, _update(entry.task_id, entry.snapshot, exc))
+
+    def read_done(self, chunk: list[Entry]) -> None:
+        """A chunk's read ended; claims that arrived meanwhile are confirmed now, and an
+        entry whose read ended without a report (cancelled) is read again."""
+        now = anyio.current_time()
+        held = []
+        for entry in chunk:
+            if entry.task_id not in self._entries:
+                continue
+            if entry.ticket is not None:
+                held.append(entry.task_id)
+            if entry.urgent_since is not None:
+                entry.reading = False
+                self._schedule_at(entry, now, confirm=True)
+            elif entry.reading:
+                entry.reading = False
+                self._schedule_at(entry, now)
+        if held:
+            self.admission.renew(held)
+
+    # -- state changes --------------------------------------------------------------------
+
+    def _absorb(self, entry: Entry, snapshot: TaskSnapshot, now: float) -> None:
+        previous = entry.snapshot
+        if snapshot.estimated_time is not None:
+            entry.estimate = snapshot.estimated_time
+        elif previous is not None and previous.estimated_time is not None:
+            snapshot = attrs.evolve(snapshot, estimated_time=previous.estimated_time)
+        if previous is not None and snapshot.progress < previous.progress:
+            snapshot = attrs.evolve(snapshot, progress=previous.progress)  # never backwards
+        entry.snapshot = snapshot
+        entry.errors = entry.decode_errors = 0
+        if previous is None or (previous.status, previous.progress) != (
+                snapshot.status, snapshot.progress):
+            self._publish(entry, _update(entry.task_id, snapshot))
+        if snapshot.is_terminal:
+            self._finish(entry, _update(entry.task_id, snapshot))
+        else:
+            remaining = predicted_remaining(
+                self._policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
+                progress=snapshot.progress)
+            self._schedule_at(entry, now + next_delay(self._policy, remaining, self._rng))
+
+    def _finish(self, entry: Entry, final: TaskUpdate) -> None:
+        if final.error is not None:
+            self._publish(entry, final)
+        self._entries.pop(entry.task_id, None)
+        self._finished[entry.task_id] = final
+        if len(self._finished) > FINISHED_CACHE:
+            self._finished.popitem(last=False)
+        if entry.ticket is not None:
+            self._release(entry.ticket)
+
+    def _publish(self, entry: Entry, update: TaskUpdate) -> None:
+        for channel in entry.watchers:
+            channel.push(update)
+
+    def _schedule_at(self, entry: Entry, when: float, *, confirm: bool = False) -> None:
+        if self._entries.get(entry.task_id) is not entry:
+            return  # no longer followed
+        if not confirm:  # the read floor: only a callback's confirming read may be sooner
+            when = max(when, entry.last_read + self._policy.min_interval)
+        entry.seq += 1
+        heapq.heappush(self._heap, (when, entry.seq, entry.task_id))
+        if self._heap[0][1] == entry.seq and self._heap[0][2] == entry.task_id:
+            self._wake.set()

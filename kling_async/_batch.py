@@ -16,6 +16,7 @@ from ._convert import request_to_wire
 from ._download import DownloadError, inside, safe_name
 from ._errors import (
     AuthenticationError,
+    ClientClosedError,
     InsufficientCreditsError,
     KlingError,
     PermissionDeniedError,
@@ -138,6 +139,7 @@ class _Run:
         self.index_of: dict[str, int] = {}
         self.last: dict[int, tuple[TaskStatus, int]] = {}
         self.stop: KlingError | None = None
+        self.closed: ClientClosedError | None = None
 
     async def submitter(self) -> None:
         plan, journal = self.plan, self.journal
@@ -155,6 +157,9 @@ class _Run:
                 on_bound = partial(journal.submitted, index)  # recorded even if cancelled
             try:
                 snapshot = await self.client._submit(request, key, on_bound)
+            except ClientClosedError as exc:
+                self.closed = exc  # raised once by run_batch, not once per submitter
+                return
             except SubmissionUnknownError as exc:
                 await self.send.send(Failed(index=index, error=exc))  # journal: resend later
                 continue
@@ -275,6 +280,8 @@ async def run_batch(client: BatchHost, plan: BatchPlan,
                 async with anyio.create_task_group() as submitters:
                     for _ in range(min(concurrency, max(len(plan.requests), 1))):
                         submitters.start_soon(run.submitter)
+                if run.closed is not None:
+                    raise run.closed
                 run.updates.seal()
         finally:
             for run in runs:  # after the forwarder and downloads are done (or cancelled)

@@ -8,6 +8,7 @@ optional fields are omitted, ``sound`` is ``"on"``/``"off"``, shot durations are
 from __future__ import annotations
 
 import functools
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -157,6 +158,15 @@ def make_converter() -> cattrs.Converter:
 CONVERTER = make_converter()
 
 
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother = 3, 120, 60
+
+
+def excerpt(data: Any) -> str:
+    """A short, depth-limited picture of an unreadable value (safe on any nesting)."""
+    return _EXCERPT.repr(data)[:200]
+
+
 def request_to_wire(req: TextToVideo) -> dict[str, Any]:
     """The JSON body for ``POST /v1/videos/generations``."""
     body: dict[str, Any] = CONVERTER.unstructure(req)
@@ -168,14 +178,14 @@ def snapshot_from_wire(data: Any) -> TaskSnapshot:
     try:
         return CONVERTER.structure(data, TaskSnapshot)
     except (ValueError, TypeError, OverflowError, cattrs.BaseValidationError) as exc:
-        raise ResponseDecodeError(f"unreadable task: {exc}", excerpt=repr(data)[:200]) from exc
+        raise ResponseDecodeError(f"unreadable task: {exc}", excerpt=excerpt(data)) from exc
 
 
 def batch_items(data: Any) -> list[Any]:
     """The raw task objects of a batch answer ``{"data": [...]}``."""
     items = data.get("data") if isinstance(data, Mapping) else None
     if not isinstance(items, list):
-        raise ResponseDecodeError("batch answer has no data list", excerpt=repr(data)[:200])
+        raise ResponseDecodeError("batch answer has no data list", excerpt=excerpt(data))
     return items
 
 
@@ -184,5 +194,4 @@ def credits_from_wire(data: Any) -> Credits:
     try:
         return CONVERTER.structure(data, Credits)
     except (ValueError, TypeError, cattrs.BaseValidationError) as exc:
-        raise ResponseDecodeError(f"unreadable credits: {exc}",
-                                  excerpt=repr(data)[:200]) from exc
+        raise ResponseDecodeError(f"unreadable credits: {exc}", excerpt=excerpt(data)) from exc

@@ -10,7 +10,7 @@ import attrs
 
 Route = Literal["create", "get", "batch", "list", "credits", "file", "*"]
 ROUTES: tuple[str, ...] = ("create", "get", "batch", "list", "credits", "file")
-FaultKind = Literal["error", "html", "reset", "slow", "malformed"]
+FaultKind = Literal["error", "html", "reset", "slow", "malformed", "body"]
 
 _CODES = {
     400: ("invalid_request", "Invalid request parameters", "invalid_request_error"),
@@ -60,6 +60,7 @@ class Fault:
     seconds: float = 0.0
     after_commit: bool = False
     legacy_envelope: bool = False
+    body: bytes = attrs.field(default=b"", repr=lambda b: f"<{len(b)} bytes>")
 
     @classmethod
     def error(cls, status: int, *, code: str | None = None, retry_after: float | None = None,
@@ -72,9 +73,15 @@ class Fault:
                    after_commit=after_commit, legacy_envelope=legacy_envelope)
 
     @classmethod
-    def html(cls, status: int = 502) -> Fault:
+    def html(cls, status: int = 502, *, after_commit: bool = False) -> Fault:
         """Answer with ``status`` and an HTML page, as a proxy in front of the API would."""
-        return cls(kind="html", status=status)
+        return cls(kind="html", status=status, after_commit=after_commit)
+
+    @classmethod
+    def raw(cls, body: bytes, status: int = 200, *, after_commit: bool = False) -> Fault:
+        """Answer with ``status`` and ``body`` exactly as given (declared as JSON): for
+        hostile answers such as ``b"[" * 200_000`` or JSON that is not a task."""
+        return cls(kind="body", status=status, body=body, after_commit=after_commit)
 
     @classmethod
     def reset(cls, *, after_commit: bool = False) -> Fault:

@@ -108,6 +108,9 @@ class Routes:
                            else {"Retry-After": format_seconds(fault.retry_after)})
                 return web.json_response(body, status=fault.status, headers=headers)
             return error(fault.status, code=fault.code, retry_after=fault.retry_after)
+        if fault.kind == "body":
+            return web.Response(status=fault.status, body=fault.body,
+                                content_type="application/json")
         if fault.kind == "html":
             page = f"<html><body><h1>{fault.status} Bad Gateway</h1><hr>nginx</body></html>"
             return web.Response(status=fault.status, text=page, content_type="text/html")
@@ -233,6 +236,7 @@ class Routes:
         task = self._visible(account, request.match_info["task_id"])
         if isinstance(task, web.Response):
             return task
+        self.world.note_read(task.id, time.monotonic())
         fault = self.emu.faults.draw("get")
         if fault is not None:
             return await self._misbehave(request, fault, self._json(task))
@@ -258,6 +262,10 @@ class Routes:
         if len(ids) > 50:
             return error(400, message="At most 50 task_ids per request", param="task_ids")
         found = [self.world.tasks.get(i) for i in ids]
+        now = time.monotonic()
+        for task in found:
+            if task is not None and task.key == account.key:
+                self.world.note_read(task.id, now)
         data = [self._json(t) for t in found if t is not None and t.key == account.key
                 and t.id not in self.emu.corrupted]
         fault = self.emu.faults.draw("batch")

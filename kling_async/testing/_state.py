@@ -87,7 +87,12 @@ class EmuTask:
 
 @attrs.frozen
 class Statistics:
-    """A snapshot of what the Emulator has seen. Counters only ever grow until reset."""
+    """A snapshot of what the Emulator has seen. Counters only ever grow until reset.
+
+    ``bad_signatures`` counts result-file requests whose presigned query string was
+    altered on the way (403); ``min_read_gap`` is the shortest real time between two
+    reads (GET or batch) of one task, None until a task was read twice.
+    """
 
     requests: Mapping[tuple[str, int], int]
     connections: int
@@ -104,6 +109,7 @@ class Statistics:
     file_bytes_sent: int
     file_requests_with_key: int
     bad_signatures: int = 0
+    min_read_gap: float | None = None
 
     def count(self, route: str, status: int | None = None) -> int:
         """Requests seen on ``route`` (optionally only those answered with ``status``)."""
@@ -162,6 +168,8 @@ class World:
         self.file_bytes_sent = 0
         self.file_requests_with_key = 0
         self.bad_signatures = 0
+        self.last_read: dict[str, float] = {}
+        self.min_read_gap: float | None = None
 
     def statistics(self) -> Statistics:
         """Freeze the counters into a :class:`Statistics`."""
@@ -175,7 +183,16 @@ class World:
             replays=self.replays, callbacks_sent=0, callbacks_failed=0,
             callbacks_undeliverable=0, file_bytes_sent=self.file_bytes_sent,
             file_requests_with_key=self.file_requests_with_key,
-            bad_signatures=self.bad_signatures)
+            bad_signatures=self.bad_signatures, min_read_gap=self.min_read_gap)
+
+    def note_read(self, task_id: str, real_now: float) -> None:
+        """A read of ``task_id`` arrived (GET or batch): track the closest two reads."""
+        previous = self.last_read.get(task_id)
+        self.last_read[task_id] = real_now
+        if previous is not None:
+            gap = real_now - previous
+            if self.min_read_gap is None or gap < self.min_read_gap:
+                self.min_read_gap = gap
 
     # -- limits ---------------------------------------------------------------------------
 

@@ -48,22 +48,15 @@ async def open_session(concurrency: int | None) -> AsyncIterator[Session]:
     async with Emulator(time_scale=EMULATOR_SCALE) as emulator:
         print(f"No EVOLINK_API_KEY set: using the built-in Emulator at {emulator.url} "
               "(nothing is spent; set EVOLINK_API_KEY to generate real clips).", flush=True)
-        async with Client(emulator.api_key, base_url=emulator.url,
-                          poll=scaled_poll(EMULATOR_SCALE),
-                          max_in_flight=concurrency) as client:
+        async with emulator.client(max_in_flight=concurrency) as client:
             yield Session(client, emulator.url, emulated=True)
 
 
 def scaled_poll(scale: float) -> PollPolicy:
-    """The default poll policy for a server running ``scale`` times faster than real time.
-
-    ``KLING_ASYNC_TIME_SCALE`` sets it for an external Emulator; the real service is 1.
-    """
-    if scale <= 0:
+    """The poll policy for ``KLING_ASYNC_TIME_SCALE`` (an external Emulator; 1 for real)."""
+    if not scale > 0:
         raise ValueError(f"KLING_ASYNC_TIME_SCALE must be > 0, got {scale!r}")
-    default = PollPolicy()
-    return PollPolicy(min_interval=max(default.min_interval / scale, 0.02),
-                      max_interval=max(default.max_interval / scale, 0.2), time_scale=scale)
+    return PollPolicy.scaled(scale)
 
 
 def request_defaults(args: argparse.Namespace) -> dict[str, Any]:

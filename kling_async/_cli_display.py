@@ -17,7 +17,6 @@ class Tally:
         self.succeeded = 0
         self.failed: Counter[str] = Counter()
         self.credits = 0.0
-        self.failures: list[tuple[int, str]] = []
 
     def record(self, event: BatchEvent) -> None:
         """Count a final event."""
@@ -29,7 +28,6 @@ class Tally:
         elif isinstance(event, Failed):
             reason = getattr(event.error, "code", None) or type(event.error).__name__
             self.failed[str(reason)] += 1
-            self.failures.append((event.index, str(event.error)))
 
     @property
     def done(self) -> int:

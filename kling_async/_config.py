@@ -90,6 +90,17 @@ class PollPolicy:
     batch_size: int = attrs.field(default=50)
     max_concurrent_reads: int = attrs.field(default=4)
 
+    @classmethod
+    def scaled(cls, time_scale: float) -> PollPolicy:
+        """The default policy for a server running ``time_scale`` times faster than real
+        time (an Emulator); ``0`` for an Emulator whose clock moves only when told."""
+        if time_scale < 0 or time_scale != time_scale:
+            raise ValueError(f"time_scale must be >= 0, got {time_scale!r}")
+        if time_scale == 0:
+            return cls(min_interval=0.02, max_interval=0.2)
+        return cls(min_interval=max(5.0 / time_scale, 0.02),
+                   max_interval=max(60.0 / time_scale, 0.2), time_scale=time_scale)
+
     def __attrs_post_init__(self) -> None:
         if self.max_interval < self.min_interval:
             raise ValueError("max_interval must be >= min_interval")

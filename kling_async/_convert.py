@@ -1,8 +1,12 @@
 """The one place that knows EvoLink's JSON: requests out, snapshots and credits in.
 
-Tolerant on the way in (unknown fields ignored, optional fields may be missing, codes
-may be strings or integers, unknown statuses kept), strict on the way out (unset
-optional fields are omitted, ``sound`` is ``"on"``/``"off"``, shot durations are strings).
+cattrs generates the structure and unstructure functions from the attrs classes; what is
+written here is only where the wire differs from the classes: tolerant scalars on the
+way in (codes as strings or integers, numbers as strings, unknown statuses kept, odd
+progress clamped), the ``task_info`` and ``data.token`` nesting, ``status`` read into
+both ``status`` and ``raw_status``; on the way out, ``sound`` as ``"on"``/``"off"``,
+unset optional fields omitted, and the multi-shot and watermark fields nested under
+``model_params``. A new field on a model or request is a new attrs field, nothing more.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._errors import ResponseDecodeError
 from ._models import Credits, TaskError, TaskSnapshot, TaskStatus, Usage
@@ -23,9 +29,12 @@ _STATUSES = {s.value: s for s in TaskStatus if s is not TaskStatus.UNKNOWN}
 # A cancelled task is a failed one to us (the docs list four statuses; callbacks speak of
 # "cancelled"); it keeps its raw status and gets the documented code if it has none.
 _CANCELLED = frozenset({"cancelled", "canceled"})
+_TASK_INFO = ("estimated_time", "can_cancel", "video_duration")
 
 
-def _opt_str(value: object) -> str | None:
+# -- tolerant scalars ------------------------------------------------------------------------
+
+def _opt_str(value: object, _: object = None) -> str | None:
     if value is None:
         return None
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -33,12 +42,41 @@ def _opt_str(value: object) -> str | None:
     raise ValueError(f"expected a string, got {type(value).__name__}")
 
 
-def _number(value: object) -> float | None:
+def _str(value: object, _: object = None) -> str:
+    return _opt_str(value) or ""
+
+
+def _number(value: object, _: object = None) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a number, got {type(value).__name__}")
-    return float(value)
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number")
+    return number
+
+
+def _opt_int(value: object, _: object = None) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _opt_bool(value: object, _: object = None) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _estimate(value: object, _: object = None) -> float | None:
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _progress(value: object, _: object = None) -> int:
+    # Missing (or NaN, from a mapping) reads as 0: the registry keeps the last progress.
+    if isinstance(value, float) and value != value:
+        return 0
+    number = _number(value)
+    return 0 if number is None else int(min(max(number, 0.0), 100.0))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -47,86 +85,114 @@ def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _structure_error(data: Any, _: type) -> TaskError:
-    if not isinstance(data, Mapping):
-        raise ValueError("error must be an object")
-    return TaskError(code=_opt_str(data.get("code")) or "unknown_error",
-                     message=_opt_str(data.get("message")) or "",
-                     type=_opt_str(data.get("type")))
+def _created(value: object, _: object = None) -> datetime | None:
+    seconds = _number(value)
+    return None if seconds is None else _utc(seconds)
 
 
-def _structure_usage(data: Any, _: type) -> Usage:
-    if not isinstance(data, Mapping):
-        raise ValueError("usage must be an object")
-    return Usage(billing_rule=_opt_str(data.get("billing_rule")),
-                 credits_reserved=_number(data.get("credits_reserved")),
-                 credits_used=_number(data.get("credits_used")),
-                 user_group=_opt_str(data.get("user_group")))
+def _status(value: object, _: object = None) -> TaskStatus:
+    raw = value.lower() if isinstance(value, str) else ""
+    return TaskStatus.FAILED if raw in _CANCELLED else _STATUSES.get(raw, TaskStatus.UNKNOWN)
 
 
-def _structure_snapshot(data: Any, _: type) -> TaskSnapshot:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"a task must be a JSON object, not {type(data).__name__}")
-    task_id = data.get("id")
+def _results(value: object, _: object = None) -> tuple[str, ...]:
+    return tuple(u for u in value if isinstance(u, str)) if isinstance(value, list) else ()
+
+
+def _mapping(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _optional_object(cls: type[Any]) -> Any:
+    def hook(value: object, _: object = None) -> Any:
+        return CONVERTER.structure(value, cls) if isinstance(value, Mapping) else None
+    return hook
+
+
+# -- the converter -----------------------------------------------------------------------------
+
+def make_converter() -> cattrs.Converter:
+    """Build the wire converter (tests build fresh ones; the SDK uses :data:`CONVERTER`)."""
+    converter = cattrs.Converter()
+    for kind, hook in ((str, _str), (str | None, _opt_str), (float | None, _number),
+                       (int | None, _opt_int), (bool | None, _opt_bool),
+                       (TaskStatus, _status), (datetime | None, _created),
+                       (TaskError | None, _optional_object(TaskError)),
+                       (Usage | None, _optional_object(Usage))):
+        converter.register_structure_hook(kind, hook)
+    converter.register_structure_hook(TaskError, _from_mapping(make_dict_structure_fn(
+        TaskError, converter, code=override(
+            struct_hook=lambda v, _: _opt_str(v) or "unknown_error")), "error"))
+    converter.register_structure_hook(Usage, _from_mapping(make_dict_structure_fn(
+        Usage, converter), "usage"))
+    snapshot = make_dict_structure_fn(
+        TaskSnapshot, converter, progress=override(struct_hook=_progress),
+        results=override(struct_hook=_results),
+        estimated_time=override(struct_hook=_estimate),
+        raw_status=override(struct_hook=lambda v, _: v if isinstance(v, str) else ""))
+    converter.register_structure_hook(TaskSnapshot, functools.partial(_snapshot, snapshot))
+    credits_fn = make_dict_structure_fn(
+        Credits, converter, remaining=override(rename="remaining_credits"),
+        used=override(rename="used_credits", struct_hook=lambda v, _: _number(v) or 0.0),
+        unlimited=override(rename="unlimited_credits", struct_hook=lambda v, _: v is True),
+        account_remaining=override(omit=True), account_used=override(omit=True))
+    converter.register_structure_hook(Credits, functools.partial(_credits, credits_fn))
+    converter.register_unstructure_hook(TextToVideo, functools.partial(
+        _request, make_dict_unstructure_fn(
+            TextToVideo, converter, sound=override(unstruct_hook=lambda on: "on" if on else "off"),
+            negative_prompt=override(omit_if_default=True),
+            aspect_ratio=override(omit_if_default=True),
+            callback_url=override(omit_if_default=True), multi_shot=override(omit=True),
+            shots=override(omit=True), watermark=override(omit=True),
+            allow_local_callback=override(omit=True))))
+    return converter
+
+
+def _from_mapping(generated: Any, what: str) -> Any:
+    def hook(value: object, cls: type[Any]) -> Any:
+        return generated(_mapping(value, what), cls)
+    return hook
+
+
+def _snapshot(generated: Any, data: object, _: type) -> TaskSnapshot:
+    task = _mapping(data, "a task")
+    task_id = task.get("id")
     if not isinstance(task_id, str) or not task_id:
         raise ValueError("a task must have a string id")
-    raw = data.get("status")
-    raw_status = raw if isinstance(raw, str) else ""
-    status = _STATUSES.get(raw_status.lower(), TaskStatus.UNKNOWN)
-    error = data.get("error")
-    task_error = _structure_error(error, TaskError) if isinstance(error, Mapping) else None
-    if raw_status.lower() in _CANCELLED:
-        status = TaskStatus.FAILED
-        task_error = task_error or TaskError(code="request_cancelled",
-                                             message="The task was cancelled.")
-    if status is TaskStatus.FAILED and task_error is None:
-        task_error = TaskError(code="unknown_error", message="The task failed without a reason.")
-    progress = _number(data.get("progress")) or 0.0
-    info = data.get("task_info")
-    info = info if isinstance(info, Mapping) else {}
-    results = data.get("results")
-    created = _number(data.get("created"))
-    usage = data.get("usage")
-    estimated = _number(info.get("estimated_time"))
-    video_duration = _number(info.get("video_duration", data.get("video_duration")))
-    can_cancel = info.get("can_cancel")
-    return TaskSnapshot(
-        id=task_id, model=_opt_str(data.get("model")) or "", status=status,
-        progress=100 if status is TaskStatus.COMPLETED else int(min(max(progress, 0.0), 100.0)),
-        created=None if created is None else _utc(created),
-        results=tuple(u for u in results if isinstance(u, str))
-        if isinstance(results, list) else (),
-        error=task_error,
-        estimated_time=estimated if estimated is None or estimated >= 0 else None,
-        video_duration=None if video_duration is None else int(video_duration),
-        can_cancel=can_cancel if isinstance(can_cancel, bool) else None,
-        usage=_structure_usage(usage, Usage) if isinstance(usage, Mapping) else None,
-        raw_status=raw_status)
+    flat = dict(task)
+    info = task.get("task_info")
+    if isinstance(info, Mapping):
+        flat.update((k, info[k]) for k in _TASK_INFO if k in info)
+    flat["status"] = flat["raw_status"] = task.get("status")  # a missing one is UNKNOWN
+    snapshot: TaskSnapshot = generated(flat, TaskSnapshot)
+    if snapshot.status is TaskStatus.COMPLETED and snapshot.progress != 100:
+        snapshot = attrs.evolve(snapshot, progress=100)
+    elif snapshot.status is TaskStatus.FAILED and (
+            snapshot.error is None or snapshot.raw_status.lower() in _CANCELLED):
+        cancelled = snapshot.raw_status.lower() in _CANCELLED
+        snapshot = attrs.evolve(snapshot, error=snapshot.error or (
+            TaskError(code="request_cancelled", message="The task was cancelled.") if cancelled
+            else TaskError(message="The task failed without a reason.")))
+    return snapshot
 
 
-def _structure_credits(data: Any, _: type) -> Credits:
-    payload = data.get("data") if isinstance(data, Mapping) else None
+def _credits(generated: Any, data: object, _: type) -> Credits:
+    payload = _mapping(data, "the credits answer").get("data")
     token = payload.get("token") if isinstance(payload, Mapping) else None
-    if not isinstance(token, Mapping):
-        raise ValueError("credits answer has no data.token object")
+    if not isinstance(token, Mapping) or token.get("remaining_credits") is None:
+        raise ValueError("credits answer has no data.token.remaining_credits")
+    credits: Credits = generated({"used_credits": None, **token}, Credits)
     user = payload.get("user") if isinstance(payload, Mapping) else None
-    user = user if isinstance(user, Mapping) else {}
-    remaining = _number(token.get("remaining_credits"))
-    if remaining is None:
-        raise ValueError("credits answer has no remaining_credits")
-    return Credits(remaining=remaining, used=_number(token.get("used_credits")) or 0.0,
-                   unlimited=token.get("unlimited_credits") is True,
-                   account_remaining=_number(user.get("remaining_credits")),
-                   account_used=_number(user.get("used_credits")))
+    if isinstance(user, Mapping):
+        credits = attrs.evolve(credits, account_remaining=_number(user.get("remaining_credits")),
+                               account_used=_number(user.get("used_credits")))
+    return credits
 
 
-def _unstructure_request(req: TextToVideo) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": req.model, "prompt": req.prompt, "duration": req.duration,
-                            "quality": req.quality, "sound": "on" if req.sound else "off"}
-    if req.negative_prompt is not None:
-        body["negative_prompt"] = req.negative_prompt
-    if req.aspect_ratio is not None:
-        body["aspect_ratio"] = req.aspect_ratio
+def _request(generated: Any, req: TextToVideo) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": req.model, **generated(req)}
     params: dict[str, Any] = {}
     if req.shot_type is not None:
         params["multi_shot"] = True
@@ -139,27 +205,14 @@ def _unstructure_request(req: TextToVideo) -> dict[str, Any]:
         params["watermark_info"] = {"enabled": req.watermark}
     if params:
         body["model_params"] = params
-    if req.callback_url is not None:
-        body["callback_url"] = req.callback_url
     return body
 
 
-def make_converter() -> cattrs.Converter:
-    """Build the wire converter (tests build fresh ones; the SDK uses :data:`CONVERTER`)."""
-    converter = cattrs.Converter()
-    converter.register_structure_hook(TaskSnapshot, _structure_snapshot)
-    converter.register_structure_hook(TaskError, _structure_error)
-    converter.register_structure_hook(Usage, _structure_usage)
-    converter.register_structure_hook(Credits, _structure_credits)
-    converter.register_unstructure_hook(TextToVideo, _unstructure_request)
-    return converter
-
-
 CONVERTER = make_converter()
-
-
 _EXCERPT = reprlib.Repr()
 _EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother = 3, 120, 60
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError, RecursionError,
+                  cattrs.BaseValidationError)
 
 
 def excerpt(data: Any) -> str:
@@ -177,7 +230,7 @@ def snapshot_from_wire(data: Any) -> TaskSnapshot:
     """Read one task object; raise :class:`ResponseDecodeError` if it is not one."""
     try:
         return CONVERTER.structure(data, TaskSnapshot)
-    except (ValueError, TypeError, OverflowError, cattrs.BaseValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise ResponseDecodeError(f"unreadable task: {exc}", excerpt=excerpt(data)) from exc
 
 
@@ -193,5 +246,5 @@ def credits_from_wire(data: Any) -> Credits:
     """Read the answer of ``GET /v1/credits``."""
     try:
         return CONVERTER.structure(data, Credits)
-    except (ValueError, TypeError, cattrs.BaseValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise ResponseDecodeError(f"unreadable credits: {exc}", excerpt=excerpt(data)) from exc

@@ -38,8 +38,8 @@ class TaskError:
         type: the error type, ``"task_error"`` for failed tasks.
     """
 
-    code: str
-    message: str
+    code: str = "unknown_error"
+    message: str = ""
     type: str | None = None
 
 

@@ -21,19 +21,11 @@ class RequestPacer:
         self._updated: float | None = None
         self._paused_until = 0.0
         self._lock = anyio.Lock()
-        self.pauses = 0
 
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` from now (extends, never shortens, a pause)."""
         until = anyio.current_time() + seconds
-        if until > self._paused_until:
-            self._paused_until = until
-            self.pauses += 1
-
-    @property
-    def paused_for(self) -> float:
-        """Seconds left in the current pause (0 when not paused)."""
-        return max(self._paused_until - anyio.current_time(), 0.0)
+        self._paused_until = max(self._paused_until, until)
 
     async def acquire(self) -> None:
         """Wait for the pause to end and for a token; cancellable, spends nothing if so."""

@@ -53,11 +53,9 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 def make_client(emu: Emulator, **overrides: Any) -> kling.Client:
     """A Client for ``emu`` with fast polls and retries (override anything)."""
-    options: dict[str, Any] = {"base_url": emu.url, "poll": FAST_POLL, "retry": FAST_RETRY,
+    options: dict[str, Any] = {"poll": FAST_POLL, "retry": FAST_RETRY,
                                "max_requests_per_second": None, "seed": 3}
-    options.update(overrides)
-    api_key = options.pop("api_key", emu.api_key)
-    return kling.Client(api_key, **options)
+    return emu.client(**{**options, **overrides})
 
 
 @pytest.fixture

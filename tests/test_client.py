@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio
 import pytest
 
 import kling_async as kling
@@ -104,3 +105,19 @@ async def test_get_and_credits(emulator: Emulator, client: kling.Client) -> None
     assert done.video_url is not None
     assert done.usage is not None
     assert done.usage.credits_used == pytest.approx(71.982)
+
+
+async def test_the_emulator_hands_out_a_client_tuned_to_its_clock() -> None:
+    async with Emulator(time_scale=3000) as emu, emu.client() as client:
+        started = anyio.current_time()
+        snap = await client.submit(kling.TextToVideo(prompt="a quick cat"))
+        with anyio.fail_after(5):
+            done = await client.wait_finished(snap.id)
+        assert done.video_url
+        assert anyio.current_time() - started < 2  # a 300 s task at 3000x, polled to match
+    async with Emulator(time_scale=0) as emu, emu.client(max_in_flight=2) as client:
+        snap = await client.submit(kling.TextToVideo(prompt="a stepped cat"))
+        emu.advance(1000)
+        with anyio.fail_after(5):
+            assert (await client.wait_finished(snap.id)).status is kling.TaskStatus.COMPLETED
+        assert client.statistics().capacity == 2

@@ -7,7 +7,7 @@ import random
 from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 import anyio
@@ -21,6 +21,9 @@ from ._faults import Fault, FaultPlan, Route
 from ._files import result_bytes
 from ._handlers import Routes
 from ._state import FAILURE_MESSAGES, Account, Statistics, World
+
+if TYPE_CHECKING:
+    from kling_async import Client
 
 DEFAULT_API_KEY = "sk-emulator-0000000000000000"
 _TICK = 0.005  # real seconds between settlement/callback sweeps
@@ -132,6 +135,16 @@ class Emulator:
     def fail_next_tasks(self, code: str, count: int = 1) -> None:
         """Make the next ``count`` created tasks fail with the task error ``code``."""
         self.world.scripted_failures.extend([code] * count)
+
+    def client(self, **options: Any) -> Client:
+        """A ``kling_async.Client`` for this Emulator: its key and URL, and a poll policy
+        matched to its time scale (``PollPolicy.scaled``). ``options`` override any
+        Client argument. Use it as ``async with emu.client() as client:``."""
+        from kling_async import Client, PollPolicy
+
+        options.setdefault("poll", PollPolicy.scaled(self.clock.time_scale))
+        options.setdefault("base_url", self.url)
+        return Client(options.pop("api_key", self.api_key), **options)
 
     # -- time and tasks -----------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import yarl
 
 import kling_async as kling
 
@@ -44,7 +45,8 @@ async def raw(urls: list[str], folder: Path) -> None:
     limiter = asyncio.Semaphore(4)
     async with aiohttp.ClientSession() as session:
         async def one(n: int, url: str) -> None:
-            async with limiter, session.get(url) as response:
+            # encoded=True: presigned links must reach the CDN byte for byte.
+            async with limiter, session.get(yarl.URL(url, encoded=True)) as response:
                 with open(folder / f"{n}.mp4", "wb") as out:  # noqa: ASYNC230 - how people write it
                     async for chunk in response.content.iter_chunked(256 * 1024):
                         out.write(chunk)

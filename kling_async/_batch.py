@@ -27,7 +27,7 @@ from ._ids import new_idempotency_key
 from ._journal import Journal, JournalEntry, digest_of
 from ._models import TaskSnapshot, TaskStatus
 from ._request import TextToVideo
-from ._watch import TaskUpdate, TaskUpdates
+from ._watch import TaskUpdate, TaskUpdates, update_of
 
 
 class BatchHost(Protocol):
@@ -142,6 +142,12 @@ class _Run:
         self.closed: ClientClosedError | None = None
 
     async def submitter(self) -> None:
+        try:
+            await self.submit_all()
+        except ClientClosedError as exc:
+            self.closed = exc  # raised once by run_batch, not once per submitter
+
+    async def submit_all(self) -> None:
         plan, journal = self.plan, self.journal
         for index, request in self.todo:
             entry = plan.entries.get(index)
@@ -157,9 +163,6 @@ class _Run:
                 on_bound = partial(journal.submitted, index)  # recorded even if cancelled
             try:
                 snapshot = await self.client._submit(request, key, on_bound)
-            except ClientClosedError as exc:
-                self.closed = exc  # raised once by run_batch, not once per submitter
-                return
             except SubmissionUnknownError as exc:
                 await self.send.send(Failed(index=index, error=exc))  # journal: resend later
                 continue
@@ -210,8 +213,7 @@ class _Run:
         self.last[index] = (snapshot.status, snapshot.progress)
         await self.send.send(Submitted(index=index, task_id=snapshot.id, snapshot=snapshot))
         if snapshot.is_terminal:
-            await self.handle(index, TaskUpdate(task_id=snapshot.id, status=snapshot.status,
-                                                progress=snapshot.progress, snapshot=snapshot))
+            await self.handle(index, update_of(snapshot.id, snapshot))
             return
         self.updates.add(snapshot.id)
         self.client._follow(self.updates, [snapshot.id])
@@ -256,6 +258,9 @@ class _Run:
                                     url="")
             else:
                 path = await self.client.download(snapshot, target)
+        except ClientClosedError as exc:
+            self.closed = exc
+            return
         except KlingError as exc:
             await self.send.send(Failed(index=index, error=exc, task_id=snapshot.id,
                                         snapshot=snapshot))
@@ -283,6 +288,8 @@ async def run_batch(client: BatchHost, plan: BatchPlan,
                 if run.closed is not None:
                     raise run.closed
                 run.updates.seal()
+            if run.closed is not None:  # a download met the closing Client
+                raise run.closed
         finally:
             for run in runs:  # after the forwarder and downloads are done (or cancelled)
                 client._unfollow(run.updates, list(run.index_of))

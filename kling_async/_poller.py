@@ -36,6 +36,14 @@ logger = logging.getLogger("kling_async")
 _PERMANENT = (NotFoundError, PermissionDeniedError, AuthenticationError, InvalidRequestError)
 
 
+def _unchanged(entry: Entry, data: Any) -> bool:
+    """True when a raw reading repeats the status and progress already known: most
+    readings do, and they need no snapshot (the hot path of polling)."""
+    last = entry.snapshot
+    return (last is not None and type(data) is dict and data.get("id") == entry.task_id
+            and data.get("status") == last.raw_status and data.get("progress") == last.progress)
+
+
 class Poller:
     """Reads due tasks and reports the readings to the registry."""
 
@@ -105,7 +113,12 @@ class Poller:
         entry.needs_get = False
         registry = self._registry
         try:
-            snapshot = snapshot_from_wire(await self._transport.get_task(entry.task_id))
+            data = await self._transport.get_task(entry.task_id)
+            if _unchanged(entry, data):
+                self.statuses_read += 1
+                registry.report_unchanged(entry)
+                return
+            snapshot = snapshot_from_wire(data)
         except _PERMANENT as exc:
             registry.give_up(entry, exc)
             return
@@ -157,12 +170,16 @@ class Poller:
             entry = by_id.pop(task_id, None) if isinstance(task_id, str) else None
             if entry is None:
                 continue  # not asked for, or a duplicate
+            self.statuses_read += 1
+            if _unchanged(entry, item):
+                registry.report_unchanged(entry)
+                continue
             try:
                 snapshot = snapshot_from_wire(item)
             except ResponseDecodeError as exc:
+                self.statuses_read -= 1
                 registry.unreadable(entry, exc)
                 continue
-            self.statuses_read += 1
             registry.report(entry, snapshot)
         for entry in by_id.values():
             registry.left_out(entry)

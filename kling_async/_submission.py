@@ -152,7 +152,10 @@ class Submitter:
             registry.bind(ticket, exchange.snapshot)
             if exchange.on_bound is not None:
                 with anyio.CancelScope(shield=True):
-                    await exchange.on_bound(exchange.snapshot)
+                    try:
+                        await exchange.on_bound(exchange.snapshot)
+                    except Exception as exc:  # e.g. a journal that cannot be written
+                        exchange.error = exc  # the task is followed; the caller hears why
         elif isinstance(exchange.error, SubmissionUnknownError):
             registry.hold_unsettled(ticket)
         else:

@@ -30,7 +30,7 @@ from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
 from ._schedule import error_delay, next_delay, predicted_remaining
 from ._slots import Admission
-from ._watch import TaskUpdate, TaskUpdates
+from ._watch import TaskUpdate, TaskUpdates, update_of
 
 logger = logging.getLogger("kling_async")
 
@@ -70,14 +70,6 @@ class Entry:
     needs_get: bool = False
     errors: int = 0
     decode_errors: int = 0
-
-
-def _update(task_id: str, snapshot: TaskSnapshot | None,
-            error: KlingError | None = None) -> TaskUpdate:
-    return TaskUpdate(task_id=task_id,
-                      status=snapshot.status if snapshot else TaskStatus.UNKNOWN,
-                      progress=snapshot.progress if snapshot else 0,
-                      snapshot=snapshot, error=error)
 
 
 class TaskRegistry:
@@ -214,7 +206,7 @@ class TaskRegistry:
             entry = self._entry(task_id)
             entry.watchers.add(channel)
             if entry.snapshot is not None:
-                channel.push(_update(task_id, entry.snapshot))
+                channel.push(update_of(task_id, entry.snapshot))
             elif entry.seq == 0:
                 self._schedule_at(entry, anyio.current_time())
 
@@ -286,8 +278,9 @@ class TaskRegistry:
         """Entries to read now, marked as being read.
 
         With ``ride_along`` (batch reads), ids due within half ``min_interval`` join a
-        chunk that is read anyway, unless that would read them sooner than
-        ``min_interval`` after their last read.
+        chunk that is read anyway (one request either way). Every schedule keeps
+        ``min_interval`` after the last read, so a ride-along is never sooner than
+        ``min_interval / 2`` after it.
         """
         policy = self._policy
         horizon = now + (policy.min_interval / 2 if ride_along else 0.0)
@@ -298,13 +291,9 @@ class TaskRegistry:
             entry = self._entries.get(item[2])
             if entry is None or entry.seq != item[1] or entry.reading:
                 continue  # stale; a read in progress reschedules its entry when it ends
-            if item[0] > now:
-                if len(due) % policy.batch_size == 0:
-                    held_back.append(item)  # nothing to ride along with
-                    break
-                if entry.last_read + policy.min_interval > now:
-                    held_back.append(item)
-                    continue
+            if item[0] > now and len(due) % policy.batch_size == 0:
+                held_back.append(item)  # nothing to ride along with
+                break
             entry.reading = True
             entry.last_read = now
             due.append(entry)
@@ -325,6 +314,15 @@ class TaskRegistry:
         if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
             entry.urgent_since = None  # this read was sent after the claim: confirmed
         self._absorb(entry, snapshot, anyio.current_time())
+
+    def report_unchanged(self, entry: Entry) -> None:
+        """A reading whose status and progress are those already known (nothing to
+        publish, nothing to rebuild): only the next read is scheduled."""
+        assert entry.snapshot is not None
+        entry.reading = False
+        if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
+            entry.urgent_since = None
+        self._next_read(entry, entry.snapshot.progress, anyio.current_time())
 
     def unreadable(self, entry: Entry, exc: KlingError) -> None:
         """The answer about ``entry`` could not be read: retry, or give up after a few."""
@@ -352,7 +350,7 @@ class TaskRegistry:
     def give_up(self, entry: Entry, exc: KlingError) -> None:
         """``entry`` cannot be followed (404, 403, garbage): its final update is ``exc``."""
         entry.reading = False
-        self._finish(entry, _update(entry.task_id, entry.snapshot, exc))
+        self._finish(entry, update_of(entry.task_id, entry.snapshot, exc))
 
     def read_done(self, chunk: list[Entry]) -> None:
         """A chunk's read ended; claims that arrived meanwhile are confirmed now, and an
@@ -384,17 +382,19 @@ class TaskRegistry:
         if previous is not None and snapshot.progress < previous.progress:
             snapshot = attrs.evolve(snapshot, progress=previous.progress)  # never backwards
         entry.snapshot = snapshot
-        entry.errors = entry.decode_errors = 0
         if previous is None or (previous.status, previous.progress) != (
                 snapshot.status, snapshot.progress):
-            self._publish(entry, _update(entry.task_id, snapshot))
+            self._publish(entry, update_of(entry.task_id, snapshot))
         if snapshot.is_terminal:
-            self._finish(entry, _update(entry.task_id, snapshot))
+            self._finish(entry, update_of(entry.task_id, snapshot))
         else:
-            remaining = predicted_remaining(
-                self._policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
-                progress=snapshot.progress)
-            self._schedule_at(entry, now + next_delay(self._policy, remaining, self._rng))
+            self._next_read(entry, snapshot.progress, now)
+
+    def _next_read(self, entry: Entry, progress: int, now: float) -> None:
+        entry.errors = entry.decode_errors = 0
+        remaining = predicted_remaining(self._policy, elapsed=now - entry.first_seen,
+                                        estimate=entry.estimate, progress=progress)
+        self._schedule_at(entry, now + next_delay(self._policy, remaining, self._rng))
 
     def _finish(self, entry: Entry, final: TaskUpdate) -> None:
         if final.error is not None:

@@ -35,6 +35,15 @@ class TaskUpdate:
         return self.error is not None or self.status.is_terminal
 
 
+def update_of(task_id: str, snapshot: TaskSnapshot | None,
+              error: KlingError | None = None) -> TaskUpdate:
+    """The update a reading (or, with ``error``, a failure to read) makes."""
+    return TaskUpdate(task_id=task_id,
+                      status=snapshot.status if snapshot else TaskStatus.UNKNOWN,
+                      progress=snapshot.progress if snapshot else 0,
+                      snapshot=snapshot, error=error)
+
+
 class TaskUpdates:
     """An async iterator of :class:`TaskUpdate` for a set of task ids.
 

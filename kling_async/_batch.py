@@ -24,7 +24,7 @@ from ._errors import (
     TaskFailedError,
 )
 from ._ids import new_idempotency_key
-from ._journal import Journal, JournalEntry, digest_of
+from ._journal import Journal, JournalEntry, JournalMismatchError, digest_of
 from ._models import TaskSnapshot, TaskStatus
 from ._request import TextToVideo
 from ._watch import TaskUpdate, TaskUpdates, update_of
@@ -53,11 +53,14 @@ BATCH_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedEr
 
 @attrs.frozen(kw_only=True)
 class Submitted:
-    """Request ``index`` was accepted as task ``task_id`` (or re-attached from a journal)."""
+    """Request ``index`` was accepted as task ``task_id``; ``resumed`` when the task was
+    re-attached from a journal (paid in an earlier run, not now). ``snapshot`` is its
+    latest reading."""
 
     index: int
     task_id: str
     snapshot: TaskSnapshot
+    resumed: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -119,8 +122,9 @@ def plan_batch(requests: list[TextToVideo], journal: Journal | None) -> BatchPla
     for index, entry in entries.items():
         if index >= len(requests) or entry.digest != digests[index]:
             assert journal is not None  # entries come from it
-            raise ValueError(f"the journal {str(journal.path)!r} records a different request "
-                             f"at index {index}; use a new journal for a different batch")
+            raise JournalMismatchError(
+                f"the journal {str(journal.path)!r} records a different request at index "
+                f"{index}; use a new journal for a different batch", index)
     return BatchPlan(requests, bodies, digests, entries)
 
 
@@ -200,10 +204,11 @@ class _Run:
             return True
         if not snapshot.is_terminal:
             self.client.track([snapshot.id])
-        await self.announce(index, snapshot)
+        await self.announce(index, snapshot, resumed=True)
         return True
 
-    async def announce(self, index: int, snapshot: TaskSnapshot) -> None:
+    async def announce(self, index: int, snapshot: TaskSnapshot, *,
+                       resumed: bool = False) -> None:
         """Report the task of ``index`` and follow it to its end.
 
         A snapshot can already be final (a replayed submission, a resumed task): then it
@@ -211,7 +216,8 @@ class _Run:
         """
         self.index_of[snapshot.id] = index
         self.last[index] = (snapshot.status, snapshot.progress)
-        await self.send.send(Submitted(index=index, task_id=snapshot.id, snapshot=snapshot))
+        await self.send.send(Submitted(index=index, task_id=snapshot.id, snapshot=snapshot,
+                                       resumed=resumed))
         if snapshot.is_terminal:
             await self.handle(index, update_of(snapshot.id, snapshot))
             return

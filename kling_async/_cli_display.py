@@ -1,45 +1,78 @@
-"""What the command shows while a batch runs: rich progress bars, or plain lines."""
+"""What the command shows while it runs: rich progress bars, or plain lines."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections import Counter
 from typing import Any, TextIO
 
 from ._batch import BatchEvent, Failed, Progressed, Submitted, Succeeded
+from ._errors import APIError, TaskFailedError, TransportError
+
+EXCERPT = 28  # characters of a prompt shown beside its bar
+
+
+def excerpt(prompt: str, width: int = EXCERPT) -> str:
+    """A one-line start of ``prompt``."""
+    text = " ".join(prompt.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def worth_retrying(error: BaseException) -> bool:
+    """Whether the same request may succeed if submitted again later."""
+    if isinstance(error, TaskFailedError):
+        return error.retryable
+    if isinstance(error, APIError):
+        return error.status == 429 or error.status >= 500
+    return isinstance(error, TransportError)
 
 
 class Tally:
-    """Counts of a batch's outcomes for the closing summary."""
+    """Counts of a batch's outcomes for the progress line and the closing summary."""
 
     def __init__(self, total: int) -> None:
         self.total = total
+        self.submitted = 0
         self.succeeded = 0
         self.failed: Counter[str] = Counter()
+        self.retryable: set[str] = set()  # failure reasons worth submitting again
         self.credits = 0.0
 
     def record(self, event: BatchEvent) -> None:
-        """Count a final event."""
-        if isinstance(event, Succeeded):
+        """Count an event."""
+        if isinstance(event, Submitted):
+            self.submitted += 1
+        elif isinstance(event, Succeeded):
             self.succeeded += 1
             usage = event.snapshot.usage
             if usage is not None:
                 self.credits += usage.credits_used or usage.credits_reserved or 0.0
         elif isinstance(event, Failed):
-            reason = getattr(event.error, "code", None) or type(event.error).__name__
-            self.failed[str(reason)] += 1
+            reason = str(getattr(event.error, "code", None) or type(event.error).__name__)
+            self.failed[reason] += 1
+            if worth_retrying(event.error):
+                self.retryable.add(reason)
 
     @property
     def done(self) -> int:
         """Requests with a final outcome."""
         return self.succeeded + sum(self.failed.values())
 
+    def line(self) -> str:
+        """``3 submitted, 2 running, 1 done, 0 failed``."""
+        failed = sum(self.failed.values())
+        running = self.submitted - self.succeeded - failed
+        return (f"{self.submitted} submitted, {max(running, 0)} running, "
+                f"{self.succeeded} done, {failed} failed")
+
 
 class PlainDisplay:
     """One line per submission and outcome; for logs, pipes and CI."""
 
-    def __init__(self, total: int, out: TextIO = sys.stdout) -> None:
-        self.tally = Tally(total)
+    def __init__(self, prompts: list[str], out: TextIO = sys.stdout) -> None:
+        self.tally = Tally(len(prompts))
+        self._prompts = prompts
         self._out = out
 
     def __enter__(self) -> PlainDisplay:
@@ -50,11 +83,17 @@ class PlainDisplay:
 
     def event(self, event: BatchEvent) -> None:
         """Show one event."""
-        if isinstance(event, Succeeded | Failed):
-            self.tally.record(event)
-        prefix = f"[{self.tally.done}/{self.tally.total}] #{event.index}"
+        self.tally.record(event)
+        prefix = f"[{self.tally.done}/{self.tally.total}] #{event.index + 1}"
         if isinstance(event, Submitted):
-            print(f"{prefix} submitted as {event.task_id}", file=self._out, flush=True)
+            shown = excerpt(self._prompts[event.index])
+            if event.resumed:
+                snap = event.snapshot
+                text = (f"re-attached {event.task_id} ({snap.status.value} {snap.progress}%,"
+                        f" paid in an earlier run) {shown!r}")
+            else:
+                text = f"submitted as {event.task_id} {shown!r}"
+            print(f"{prefix} {text}", file=self._out, flush=True)
         elif isinstance(event, Succeeded):
             where = event.path or event.snapshot.video_url
             print(f"{prefix} done: {where}", file=self._out, flush=True)
@@ -63,16 +102,19 @@ class PlainDisplay:
 
 
 class RichDisplay:
-    """An overall progress bar plus one bar per running task (needs the ``cli`` extra)."""
+    """An overall bar plus one bar per running task, as many as the terminal holds."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, prompts: list[str]) -> None:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-        self.tally = Tally(total)
+        self.tally = Tally(len(prompts))
+        self._prompts = prompts
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   TaskProgressColumn(), TextColumn("{task.fields[note]}"))
-        self._overall = self._progress.add_task("batch", total=total, note="")
+        self._overall = self._progress.add_task("batch", total=len(prompts), note="")
         self._rows: dict[int, Any] = {}
+        self._hidden: list[int] = []  # running rows that do not fit, oldest first
+        self._room = max(shutil.get_terminal_size().lines - 4, 3)
 
     def __enter__(self) -> RichDisplay:
         self._progress.start()
@@ -83,29 +125,69 @@ class RichDisplay:
 
     def event(self, event: BatchEvent) -> None:
         """Move the bars for one event."""
+        self.tally.record(event)
         row = self._rows.get(event.index)
         if isinstance(event, Submitted) and row is None:
+            visible = len(self._rows) - len(self._hidden) < self._room
+            note = "re-attached (paid earlier)" if event.resumed else event.task_id
             self._rows[event.index] = self._progress.add_task(
-                f"#{event.index}", total=100, note=event.task_id)
+                f"#{event.index + 1} {excerpt(self._prompts[event.index])}", total=100,
+                completed=event.snapshot.progress, note=note, visible=visible)
+            if not visible:
+                self._hidden.append(event.index)
         elif isinstance(event, Progressed) and row is not None:
             self._progress.update(row, completed=event.progress, note=event.status.value)
         elif isinstance(event, Succeeded | Failed):
-            self.tally.record(event)
             if row is not None:
                 self._progress.remove_task(row)
                 del self._rows[event.index]
+                if event.index in self._hidden:
+                    self._hidden.remove(event.index)
+                elif self._hidden:
+                    self._progress.update(self._rows[self._hidden.pop(0)], visible=True)
             if isinstance(event, Failed):
-                self._progress.console.print(f"#{event.index} failed: {event.error}")
-            self._progress.update(self._overall, completed=self.tally.done,
-                                  note=f"{self.tally.succeeded} ok, "
-                                       f"{sum(self.tally.failed.values())} failed")
+                self._progress.console.print(f"#{event.index + 1} failed: {event.error}")
+        more = f" (+{len(self._hidden)} more not shown)" if self._hidden else ""
+        self._progress.update(self._overall, completed=self.tally.done,
+                              note=self.tally.line() + more)
 
 
-def make_display(total: int) -> PlainDisplay | RichDisplay:
+def make_display(prompts: list[str]) -> PlainDisplay | RichDisplay:
     """Rich bars on a terminal when rich is installed, else plain lines."""
     if sys.stdout.isatty():
         try:
-            return RichDisplay(total)
+            return RichDisplay(prompts)
         except ImportError:
             pass
-    return PlainDisplay(total)
+    return PlainDisplay(prompts)
+
+
+class GenerateProgress:
+    """``generate``'s progress: a bar on a terminal, a line per change elsewhere."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        if sys.stdout.isatty():
+            try:
+                from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+            except ImportError:
+                return
+            self._bar = Progress(TextColumn("{task.fields[status]}"), BarColumn(),
+                                 TaskProgressColumn())
+            self._task = self._bar.add_task("clip", total=100, status="pending")
+
+    def __enter__(self) -> GenerateProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def show(self, status: str, progress: int) -> None:
+        """Show one update."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=progress, status=status)
+        else:
+            print(f"  {status} {progress}%", flush=True)

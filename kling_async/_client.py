@@ -48,6 +48,19 @@ class _State(enum.Enum):
     CLOSED = "closed"      # exited; a Client is not reusable
 
 
+def _poll_from_environment() -> PollPolicy:
+    """``PollPolicy.scaled($KLING_ASYNC_TIME_SCALE)`` when set (an Emulator faster than
+    real time announces it), else the defaults for the real service."""
+    value = os.environ.get("KLING_ASYNC_TIME_SCALE")
+    if not value:
+        return PollPolicy()
+    try:
+        return PollPolicy.scaled(float(value))
+    except ValueError:
+        raise ValueError(f"KLING_ASYNC_TIME_SCALE must be a number >= 0, got {value!r}"
+                         ) from None
+
+
 class Client:
     """The session manager: use it as ``async with kling.Client() as client:``.
 
@@ -64,7 +77,9 @@ class Client:
             finds it from the server's 429s.
         timeouts: socket timeouts (:class:`Timeouts`).
         retry: retry and backoff policy (:class:`RetryPolicy`).
-        poll: when tasks are read (:class:`PollPolicy`).
+        poll: when tasks are read (:class:`PollPolicy`); defaults to
+            ``PollPolicy.scaled($KLING_ASYNC_TIME_SCALE)`` when that is set (the
+            Emulator prints it), else ``PollPolicy()``.
         max_connections: size of the connection pool.
         max_requests_per_second: request budget shared by submissions and reads
             (``None``: unlimited).
@@ -98,7 +113,7 @@ class Client:
         LocalSlots(self._limit)  # validates now, not at enter
         self._timeouts = timeouts or Timeouts()
         self._retry = retry or RetryPolicy()
-        self._poll_policy = poll or PollPolicy()
+        self._poll_policy = poll or _poll_from_environment()
         self._max_connections = max_connections
         self._rate = max_requests_per_second
         RequestPacer(max_requests_per_second)  # validates now

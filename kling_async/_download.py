@@ -175,14 +175,16 @@ class Downloader:
                 if response.status == 200:
                     await anyio.to_thread.run_sync(part.restart, response.headers.get("ETag"))
                 total = _total_size(response, part.size)
-                buffer = bytearray()
+                pending: list[bytes] = []
+                gathered = 0
                 async for chunk in response.content.iter_chunked(CHUNK):
-                    buffer += chunk
-                    if len(buffer) >= WRITE_BLOCK:
-                        await anyio.to_thread.run_sync(part.append, bytes(buffer))
-                        buffer.clear()
-                if buffer:
-                    await anyio.to_thread.run_sync(part.append, bytes(buffer))
+                    pending.append(chunk)
+                    gathered += len(chunk)
+                    if gathered >= WRITE_BLOCK:
+                        await anyio.to_thread.run_sync(part.append, pending)
+                        pending, gathered = [], 0
+                if pending:
+                    await anyio.to_thread.run_sync(part.append, pending)
         except aiohttp.ConnectionTimeoutError as exc:
             raise ConnectError(f"timed out connecting for {url}") from exc
         except TimeoutError as exc:
@@ -251,13 +253,13 @@ class _Partial:
         self._meta["etag"] = etag
         self.meta_path.write_text(json.dumps(self._meta), "utf-8")
 
-    def append(self, data: bytes) -> None:
-        """Write ``data`` at the end."""
+    def append(self, chunks: list[bytes]) -> None:
+        """Write ``chunks`` at the end."""
         if not self.size and not self.meta_path.exists():
             self.meta_path.write_text(json.dumps(self._meta), "utf-8")
-        self._file.write(data)
+        self._file.writelines(chunks)
         self._file.flush()
-        self.size += len(data)
+        self.size += sum(map(len, chunks))
 
     def finish(self) -> None:
         """Rename the complete file into place and drop the record."""

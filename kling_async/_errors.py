@@ -214,6 +214,13 @@ class SubmissionUnknownError(KlingError):
         return (type(self), (self.idempotency_key, RuntimeError(str(self.__cause__))))
 
 
+# Failure codes that say "try again later" rather than "change the request" (the
+# documented task failure codes; see evolink-api.md).
+RETRYABLE_TASK_CODES = frozenset({
+    "service_error", "generation_timeout", "resource_exhausted", "quota_exceeded",
+    "service_unavailable", "unknown_error"})
+
+
 class TaskFailedError(KlingError):
     """The task ended in ``failed``; its credits are refunded by the server.
 
@@ -222,6 +229,12 @@ class TaskFailedError(KlingError):
         code: the failure code, e.g. ``"content_policy_violation"``.
         message: the server's explanation.
     """
+
+    @property
+    def retryable(self) -> bool:
+        """True when the code says the same request may succeed later (an upstream
+        error, a timeout, exhausted capacity), False when the request must change."""
+        return self.code in RETRYABLE_TASK_CODES
 
     def __init__(self, snapshot: TaskSnapshot) -> None:
         self.snapshot = snapshot

@@ -66,6 +66,9 @@ def check_base_url(base_url: str) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
+    if parts.path.rstrip("/").endswith("/v1"):
+        raise ValueError(f"base_url must not end in /v1 (the SDK adds it): use "
+                         f"{base_url.rstrip('/').removesuffix('/v1')!r}")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError(f"refusing to send the API key over plain http to {parts.hostname!r};"
                          " use https (plain http is allowed for loopback Emulators only)")

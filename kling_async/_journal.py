@@ -77,6 +77,22 @@ class JournalEntry:
                             message=self.error_message or "") if failed else None)
 
 
+UNFINISHED_STATES = frozenset({"submitting", "submitted", "processing"})
+FAILED_STATES = frozenset({"failed", "refused"})
+
+
+class JournalMismatchError(ValueError):
+    """The journal records a different batch than the one given (nothing was sent).
+
+    Attributes:
+        index: the first request that differs.
+    """
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 def digest_of(body: Mapping[str, Any]) -> str:
     """A stable fingerprint of a request body."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -125,6 +141,19 @@ class Journal:
             index=row[0], digest=row[1], idempotency_key=row[2], state=row[3],
             task_id=row[4], model=row[5], result_url=row[6], error_code=row[7],
             error_message=row[8], credits=row[9], path=row[10]) for row in rows}
+
+    def unfinished(self) -> list[JournalEntry]:
+        """Entries whose task may still be running, or whose POST outcome is unsettled:
+        paid for (or possibly paid for) and not yet finished."""
+        return [e for e in self.entries().values() if e.state in UNFINISHED_STATES]
+
+    def forget_failures(self) -> list[JournalEntry]:
+        """Remove failed and refused entries (returned), so that running the batch again
+        submits those requests again, with new idempotency keys."""
+        failed = [e for e in self.entries().values() if e.state in FAILED_STATES]
+        with self._lock:
+            self._db.executemany("DELETE FROM items WHERE idx = ?", [(e.index,) for e in failed])
+        return failed
 
     def meta(self, name: str) -> str | None:
         """A value stored with :meth:`set_meta`."""

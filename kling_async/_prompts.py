@@ -1,46 +1,122 @@
-"""Reading a batch from a file: plain prompts (one per line) or JSONL requests."""
+"""Reading a batch from a file: plain prompts (one a line), JSONL requests or a CSV table."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from ._request import Shot, TextToVideo
 
 
 class PromptFileError(ValueError):
-    """A line of a prompts file is not a valid request (the message names the line)."""
+    """The prompts file cannot be used (the message names the file, and the line)."""
+
+
+_FIELDS = frozenset(a.name for a in attrs.fields(TextToVideo)) - {"shots",
+                                                                  "allow_local_callback"}
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def read_text(path: Path) -> str:
+    """The file's text, or a :class:`PromptFileError` that says what is wrong with it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PromptFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PromptFileError(f"{path} is a folder; give a prompts file (.txt, .jsonl, "
+                              ".csv)") from None
+    except PermissionError:
+        raise PromptFileError(f"{path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise PromptFileError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise PromptFileError(f"{path}: {exc.strerror or exc}") from None
 
 
 def load_requests(path: Path, defaults: dict[str, Any]) -> list[TextToVideo]:
     """Read ``path`` into requests, checking every line before anything is sent.
 
-    A ``.jsonl`` file (or one whose first entry starts with ``{``) holds one request
-    object per line, e.g. ``{"prompt": "...", "duration": 8, "shots": [...]}``; any other
-    file holds one prompt per line. Blank lines and lines starting with ``#`` are skipped.
+    A ``.csv`` file has a header row: a ``prompt`` column and any request field
+    (``duration``, ``aspect_ratio``, ``quality``, ``sound``, ``negative_prompt``,
+    ``watermark``, ``multi_shot``, ``callback_url``); empty cells are left unset. A
+    ``.jsonl`` file (or one whose first entry starts with ``{``) holds one request object
+    a line, e.g. ``{"prompt": "...", "duration": 8, "shots": [...]}``; any other file
+    holds one prompt a line. Blank lines and lines starting with ``#`` are skipped.
     ``defaults`` fill fields a line does not set.
     """
-    lines = [(number, line.strip()) for number, line in
-             enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)]
-    lines = [(n, text) for n, text in lines if text and not text.startswith("#")]
-    if not lines:
+    text = read_text(path)
+    rows: list[tuple[int, Any]]
+    parse: Callable[[Any], dict[str, Any]]
+    if path.suffix.lower() == ".csv":
+        rows, parse = _csv_rows(path, text), _csv_fields
+    else:
+        lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
+        rows = [(n, line) for n, line in lines if line and not line.startswith("#")]
+        as_json = path.suffix == ".jsonl" or (bool(rows) and rows[0][1].startswith("{"))
+        parse = _json_fields if as_json else _prompt_fields
+    if not rows:
         raise PromptFileError(f"{path}: no prompts found")
-    as_json = path.suffix == ".jsonl" or lines[0][1].startswith("{")
     requests = []
-    for number, text in lines:
+    for number, raw in rows:
         try:
-            fields: dict[str, Any] = dict(defaults)
-            if as_json:
-                data = json.loads(text)
-                if not isinstance(data, dict):
-                    raise ValueError("each JSONL line must be an object")
-                if "shots" in data:
-                    data["shots"] = [Shot(s["prompt"], s["duration"]) for s in data["shots"]]
-                fields.update(data)
-            else:
-                fields["prompt"] = text
-            requests.append(TextToVideo(**fields))
+            requests.append(TextToVideo(**{**defaults, **parse(raw)}))
         except (ValueError, TypeError, KeyError) as exc:
             raise PromptFileError(f"{path}:{number}: {exc}") from exc
     return requests
+
+
+def _prompt_fields(line: str) -> dict[str, Any]:
+    return {"prompt": line}
+
+
+def _json_fields(line: str) -> dict[str, Any]:
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("each JSONL line must be an object")
+    if "shots" in data:
+        data["shots"] = [Shot(s["prompt"], s["duration"]) for s in data["shots"]]
+    return data
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[int, Any]]:
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    unknown = [c for c in columns if c not in _FIELDS]
+    if "prompt" not in columns or unknown:
+        raise PromptFileError(
+            f"{path}: the header must name a 'prompt' column and request fields only"
+            + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else "")
+            + f" (fields: {', '.join(sorted(_FIELDS))})")
+    rows = []
+    for row in reader:
+        cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        if any(cells.values()) and not cells.get("prompt", "").startswith("#"):
+            rows.append((reader.line_num, cells))
+    return rows
+
+
+def _csv_fields(cells: dict[str, str]) -> dict[str, Any]:
+    return {name: _cell(name, value) for name, value in cells.items() if value}
+
+
+def _cell(name: str, value: str) -> Any:
+    if name == "duration":
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"TextToVideo.duration must be an integer; got {value!r}") from None
+    if name in ("sound", "watermark"):
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ValueError(f"TextToVideo.{name} must be true or false; got {value!r}")
+    return value

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 import random
+
+import anyio
 
 from ._config import PollPolicy
 
@@ -47,3 +50,39 @@ def error_delay(policy: PollPolicy, errors: int, rng: random.Random) -> float:
     """The wait before reading a task again after ``errors`` failed reads in a row."""
     ceiling = min(policy.min_interval * (2 ** min(errors, 16)), policy.max_interval)
     return rng.uniform(ceiling / 2, ceiling)
+
+
+class Timetable:
+    """Due times of task ids: a heap, and a wake-up when an earlier one is added.
+
+    Items are ``(when, seq, task_id)``; the owner keeps each id's current ``seq`` and
+    ignores popped items whose ``seq`` is stale (rescheduling never searches the heap).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str]] = []
+        self._wake = anyio.Event()
+
+    def add(self, when: float, seq: int, task_id: str) -> None:
+        """Schedule ``task_id`` at ``when``; wake the sleeper if it is now the earliest."""
+        item = (when, seq, task_id)
+        heapq.heappush(self._heap, item)
+        if self._heap[0] is item:
+            self._wake.set()
+
+    def pop_until(self, horizon: float) -> tuple[float, int, str] | None:
+        """The earliest item due by ``horizon``, removed; None if there is none."""
+        if self._heap and self._heap[0][0] <= horizon:
+            return heapq.heappop(self._heap)
+        return None
+
+    def put_back(self, item: tuple[float, int, str]) -> None:
+        """Return an item popped but not used."""
+        heapq.heappush(self._heap, item)
+
+    async def wait(self) -> None:
+        """Sleep until the earliest item is due, or an earlier one is added."""
+        wait = self._heap[0][0] - anyio.current_time() if self._heap else 3600.0
+        self._wake = anyio.Event()
+        with anyio.move_on_after(max(wait, 0.0)):
+            await self._wake.wait()

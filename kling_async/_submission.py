@@ -161,7 +161,7 @@ class Submitter:
         else:
             registry.refuse(ticket)
         self._end(exchange)
-        if ticket.state == "unsettled":
+        if ticket.settled is not None and ticket.state == "unsettled":
             with anyio.move_on_after(self._hold):
                 await ticket.settled.wait()
             registry.expire(ticket)

@@ -1,21 +1,13 @@
 """The task registry: the one owner of each task's life in a Client.
 
-Per task it keeps the slot (a :class:`Ticket`), the schedule entry, the subscribers and
-the last and final state. A submission's life::
-
-    admit(key) -> Ticket (reserved)   waits first come, first served; cancelling spends nothing
-    bind(ticket, snapshot)            the server answered with a task: follow it, slot held
-    refuse(ticket)                    the server definitively refused: slot back at once
-    hold_unsettled(ticket)            outcome unknown after retries: slot kept, key listed
-    release on the final reading      whoever reports it (a poll, a confirmed callback)
-
-The poller only reads what :meth:`TaskRegistry.pop_due` hands it and reports what it
-read; the slot counting itself is an :class:`~kling_async._slots.Admission`.
+Per task it keeps the slot (a :class:`Ticket`: admit -> bind | refuse | hold_unsettled ->
+released on the final reading), the schedule entry, the subscribers and the last and final
+state. The poller reads what :meth:`TaskRegistry.pop_due` hands it and reports back; slot
+counting is an :class:`~kling_async._slots.Admission`. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
 from collections import OrderedDict
@@ -28,7 +20,7 @@ import attrs
 from ._config import PollPolicy
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
-from ._schedule import error_delay, next_delay, predicted_remaining
+from ._schedule import Timetable, error_delay, next_delay, predicted_remaining
 from ._slots import Admission
 from ._watch import TaskUpdate, TaskUpdates, update_of
 
@@ -50,7 +42,7 @@ class Ticket:
     key: str
     state: TicketState = "waiting"
     task_id: str | None = None
-    settled: anyio.Event = attrs.Factory(anyio.Event)  # set when an unsettled hold ends
+    settled: anyio.Event | None = None  # while unsettled: set when the hold ends
 
 
 @attrs.define(eq=False)
@@ -83,8 +75,7 @@ class TaskRegistry:
         self._tickets: dict[str, Ticket] = {}  # by key, until bound or released
         self._finished: OrderedDict[str, TaskUpdate] = OrderedDict()
         self._channels: set[TaskUpdates] = set()
-        self._heap: list[tuple[float, int, str]] = []
-        self._wake = anyio.Event()
+        self._due = Timetable()
         self._closed: str | None = None
 
     # -- admission ------------------------------------------------------------------------
@@ -101,8 +92,7 @@ class TaskRegistry:
             if ticket.state != "unsettled":
                 raise RuntimeError(f"a submission with idempotency key {key!r} is already "
                                    "in progress")
-            ticket.state = "released"  # its slot passes to this submission, which settles it
-            ticket.settled.set()
+            self._end_hold(ticket)  # its slot passes to this submission, which settles it
             ticket = self._tickets[key] = Ticket(key=key, state="reserved")
             return ticket
         ticket = self._tickets[key] = Ticket(key=key)
@@ -149,7 +139,7 @@ class TaskRegistry:
 
     def hold_unsettled(self, ticket: Ticket) -> None:
         """The outcome stayed unknown: keep the slot (the task may run), list the key."""
-        ticket.state = "unsettled"
+        ticket.state, ticket.settled = "unsettled", anyio.Event()
         self._tickets[ticket.key] = ticket
         logger.warning("the outcome of submission %s is unknown; its slot stays reserved "
                        "until it is settled (submit again with idempotency_key=%r)",
@@ -177,10 +167,15 @@ class TaskRegistry:
     def _release(self, ticket: Ticket, *, keep_key: bool = False) -> None:
         if ticket.state in _HOLDING:
             self.admission.release(ticket.task_id or ticket.key)
-        ticket.state = "released"
-        ticket.settled.set()
+        self._end_hold(ticket)
         if not keep_key and self._tickets.get(ticket.key) is ticket:
             del self._tickets[ticket.key]
+
+    @staticmethod
+    def _end_hold(ticket: Ticket) -> None:
+        ticket.state = "released"
+        if ticket.settled is not None:
+            ticket.settled.set()
 
     # -- following ------------------------------------------------------------------------
 
@@ -285,28 +280,21 @@ class TaskRegistry:
         policy = self._policy
         horizon = now + (policy.min_interval / 2 if ride_along else 0.0)
         due: list[Entry] = []
-        held_back: list[tuple[float, int, str]] = []
-        while self._heap and self._heap[0][0] <= horizon:
-            item = heapq.heappop(self._heap)
+        while (item := self._due.pop_until(horizon)) is not None:
             entry = self._entries.get(item[2])
             if entry is None or entry.seq != item[1] or entry.reading:
                 continue  # stale; a read in progress reschedules its entry when it ends
             if item[0] > now and len(due) % policy.batch_size == 0:
-                held_back.append(item)  # nothing to ride along with
+                self._due.put_back(item)  # nothing to ride along with
                 break
             entry.reading = True
             entry.last_read = now
             due.append(entry)
-        for item in held_back:
-            heapq.heappush(self._heap, item)
         return due
 
     async def wait_due(self) -> None:
         """Sleep until the earliest entry is due or an earlier one is scheduled."""
-        wait = self._heap[0][0] - anyio.current_time() if self._heap else 3600.0
-        self._wake = anyio.Event()
-        with anyio.move_on_after(max(wait, 0.0)):
-            await self._wake.wait()
+        await self._due.wait()
 
     def report(self, entry: Entry, snapshot: TaskSnapshot) -> None:
         """A reading of ``entry`` by the poller."""
@@ -416,6 +404,4 @@ class TaskRegistry:
         if not confirm:  # the read floor: only a callback's confirming read may be sooner
             when = max(when, entry.last_read + self._policy.min_interval)
         entry.seq += 1
-        heapq.heappush(self._heap, (when, entry.seq, entry.task_id))
-        if self._heap[0][1] == entry.seq and self._heap[0][2] == entry.task_id:
-            self._wake.set()
+        self._due.add(when, entry.seq, entry.task_id)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -13,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import anyio.abc
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -54,11 +58,17 @@ class Page:
 
 @asynccontextmanager
 async def open_page(executable: str) -> AsyncIterator[Page]:
-    """Start Chromium with a fresh profile and connect to its first tab."""
-    with tempfile.TemporaryDirectory() as profile:
+    """Start Chromium with a fresh profile and connect to its first tab.
+
+    The browser runs in its own process group, which is killed and waited for before
+    the profile is removed: its helper processes write to the profile after the main
+    process has gone, so removing it any earlier fails now and then.
+    """
+    profile = tempfile.mkdtemp(prefix="kling-chromium-")
+    try:
         process = await anyio.open_process(
             [executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             with anyio.fail_after(30):
@@ -74,7 +84,41 @@ async def open_page(executable: str) -> AsyncIterator[Page]:
                     await page.call("Page.enable")
                     yield page
         finally:
-            process.terminate()
-            with anyio.move_on_after(10, shield=True):
-                await process.wait()
-            await process.aclose()
+            with anyio.CancelScope(shield=True):
+                await stop_group(process)
+    finally:
+        await remove_profile(Path(profile))
+
+
+async def stop_group(process: anyio.abc.Process) -> None:
+    """Terminate the browser's whole process group, then kill what is left, and wait."""
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with anyio.move_on_after(grace):
+            await process.wait()
+            while _group_alive(process.pid):
+                await anyio.sleep(0.05)
+            break
+    await process.aclose()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def remove_profile(profile: Path) -> None:
+    """Remove the browser profile, retrying while late writers finish."""
+    for _ in range(50):
+        try:
+            await anyio.to_thread.run_sync(shutil.rmtree, profile)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            await anyio.sleep(0.1)
+    await anyio.to_thread.run_sync(lambda: shutil.rmtree(profile, ignore_errors=True))

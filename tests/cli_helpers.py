@@ -32,3 +32,20 @@ async def cli(*args: str, emu: Emulator | None) -> tuple[int, str, str]:
 def write_prompts(path: Path, n: int) -> Path:
     path.write_text("# test prompts\n\n" + "".join(f"clip number {i}\n" for i in range(n)))
     return path
+
+
+async def cli_advancing(*args: str, emu: Emulator, step: float = 60.0
+                        ) -> tuple[int, str, str]:
+    """``cli`` while the Emulator's clock is pushed ``step`` API-seconds every 50 ms, so a
+    slow Emulator finishes what the command waits for at once."""
+    result: list[tuple[int, str, str]] = []
+    async with anyio.create_task_group() as tg:
+        async def run() -> None:
+            result.append(await cli(*args, emu=emu))
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(run)
+        while True:
+            await anyio.sleep(0.05)
+            emu.advance(step)
+    return result[0]

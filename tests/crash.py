@@ -38,7 +38,7 @@ async def kill_and_resume(tmp_path: Path, prompts_count: int, kills: int,
             assert process.stdout is not None
             with anyio.fail_after(30):
                 async for chunk in process.stdout:
-                    if b"submitted as" in chunk or b"done:" in chunk:
+                    if any(m in chunk for m in (b"submitted as", b"re-attached", b"done:")):
                         break
             await anyio.sleep(rng.uniform(0.0, 0.6))
             assert process.returncode is None, "the batch ended before it could be killed"

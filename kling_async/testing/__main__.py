@@ -38,8 +38,11 @@ def main(argv: list[str] | None = None) -> None:
                             batch_endpoint=not args.no_batch,
                             allow_local_callbacks=args.allow_local_callbacks,
                             seed=args.seed) as emu:
+            # Export all three: the SDK and the command read them; the last one makes
+            # clients poll at the Emulator's speed.
             print(f"EVOLINK_BASE_URL={emu.url}", flush=True)
             print(f"EVOLINK_API_KEY={emu.api_key}", flush=True)
+            print(f"KLING_ASYNC_TIME_SCALE={args.time_scale:g}", flush=True)
             await anyio.sleep_forever()
 
     try:

@@ -1,0 +1,115 @@
+"""``kling-async batch``: the main job, its journal and its closing summary."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from pathlib import Path
+
+import anyio
+
+from ._cli import (
+    CommandError,
+    Session,
+    format_credits,
+    open_session,
+    request_defaults,
+    resume_command,
+)
+from ._cli_display import Tally, make_display
+from ._journal import Journal, JournalEntry, JournalMismatchError
+from ._prompts import load_requests
+
+JOURNAL_NAME = ".kling-journal.sqlite3"
+EMULATOR_JOURNAL_NAME = ".kling-journal-emulator.sqlite3"
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _describe(entries: list[JournalEntry]) -> str:
+    shown = [f"#{e.index + 1} " + (e.task_id or f"(unsettled, key {e.idempotency_key})")
+             for e in entries[:3]]
+    return ", ".join(shown) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+
+
+def open_journal(out: Path, session: Session, args: argparse.Namespace) -> Journal:
+    """The batch journal in ``out``, checked against what the command was asked to do."""
+    path = out / (EMULATOR_JOURNAL_NAME if session.emulated else JOURNAL_NAME)
+    try:
+        if session.emulated:
+            _remove(path)  # the embedded Emulator's tasks die with it
+        elif args.fresh and path.exists():
+            old = Journal(path)
+            unfinished = old.unfinished()
+            old.close()
+            if unfinished and not args.abandon_unfinished:
+                raise CommandError(
+                    f"--fresh would forget {len(unfinished)} paid task(s) of the last run "
+                    f"that have not finished ({_describe(unfinished)}). Run without --fresh "
+                    "to follow them to the end (nothing is paid again), or add "
+                    "--abandon-unfinished to start over anyway (they keep running, paid).")
+            _remove(path)
+        journal = Journal(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise CommandError(f"cannot keep the journal in {out}: {exc}") from exc
+    recorded = journal.meta("base_url")
+    if recorded is not None and recorded != session.base_url:
+        journal.close()
+        raise CommandError(f"{out} holds a batch run on {recorded}, not {session.base_url}: "
+                           f"set EVOLINK_BASE_URL={recorded} to resume it, or use another "
+                           "--out")
+    journal.set_meta("base_url", session.base_url)
+    if args.retry_failed:
+        retried = journal.forget_failures()
+        print(f"Retrying {len(retried)} failed item(s) with new submissions.", flush=True)
+    return journal
+
+
+def prepare_batch(args: argparse.Namespace) -> None:
+    """Check the paths and every line of the prompts file before anything starts."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} is a file; give a folder for the clips and the "
+                           "journal")
+    args.requests = load_requests(Path(args.prompts), request_defaults(args))
+
+
+async def run_batch_command(args: argparse.Namespace) -> int:
+    """``kling-async batch``: every line checked, then submitted, followed and downloaded."""
+    out, requests = Path(args.out), args.requests
+    async with open_session("batch", args.concurrency) as session:
+        journal = await anyio.to_thread.run_sync(open_journal, out, session, args)
+        display = make_display([r.prompt for r in requests])
+        try:
+            started = anyio.current_time()
+            with display:
+                async with session.client.generate_many(
+                        requests, download_to=out, journal=journal) as events:
+                    async for event in events:
+                        display.event(event)
+        except JournalMismatchError as exc:
+            raise CommandError(
+                f"{out} holds the journal of a different batch (item {exc.index + 1} is "
+                "not the same request): run with --fresh to start over, or use another "
+                "--out") from None
+        finally:
+            journal.close()
+        elapsed = anyio.current_time() - started
+    summarize(display.tally, elapsed, out, args)
+    return 1 if display.tally.failed else 0
+
+
+def summarize(tally: Tally, elapsed: float, out: Path, args: argparse.Namespace) -> None:
+    """The closing lines: counts, credits, reasons, and what to do about failures."""
+    failed = sum(tally.failed.values())
+    print(f"\n{tally.succeeded} succeeded, {failed} failed of {tally.total} in {elapsed:.1f} "
+          f"s; {format_credits(tally.credits)} credits used. Clips in {out}/")
+    for reason, count in tally.failed.most_common():
+        advice = " (worth retrying)" if reason in tally.retryable else ""
+        print(f"  {count} x {reason}{advice}")
+    if tally.retryable:
+        print("Submit only the failed items again with:\n  "
+              f"{resume_command(args.argv)} --retry-failed")

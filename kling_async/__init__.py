@@ -13,11 +13,6 @@ See README.md for batches, progress events, callbacks and the Emulator
 
 from __future__ import annotations
 
-from ._batch import BatchEvent as BatchEvent
-from ._batch import Failed as Failed
-from ._batch import Progressed as Progressed
-from ._batch import Submitted as Submitted
-from ._batch import Succeeded as Succeeded
 from ._client import Client as Client
 from ._config import AdaptiveLimit as AdaptiveLimit
 from ._config import PollPolicy as PollPolicy
@@ -42,6 +37,12 @@ from ._errors import ServerError as ServerError
 from ._errors import SubmissionUnknownError as SubmissionUnknownError
 from ._errors import TaskFailedError as TaskFailedError
 from ._errors import TransportError as TransportError
+from ._events import BatchEvent as BatchEvent
+from ._events import Failed as Failed
+from ._events import Item as Item
+from ._events import Progressed as Progressed
+from ._events import Submitted as Submitted
+from ._events import Succeeded as Succeeded
 from ._ids import new_idempotency_key as new_idempotency_key
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
@@ -53,6 +54,7 @@ from ._models import Usage as Usage
 from ._request import Shot as Shot
 from ._request import TextToVideo as TextToVideo
 from ._statistics import ClientStatistics as ClientStatistics
+from ._sync import SyncClient as SyncClient
 from ._version import package_version
 from ._watch import TaskUpdate as TaskUpdate
 from ._watch import TaskUpdates as TaskUpdates
@@ -74,6 +76,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "Item",
     "Journal",
     "JournalEntry",
     "KlingError",
@@ -91,6 +94,7 @@ __all__ = [
     "SubmissionUnknownError",
     "Submitted",
     "Succeeded",
+    "SyncClient",
     "TaskError",
     "TaskFailedError",
     "TaskSnapshot",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from ._errors import (
     SubmissionUnknownError,
     TaskFailedError,
 )
+from ._events import BatchEvent, Failed, Item, Progressed, Submitted, Succeeded
 from ._ids import new_idempotency_key
 from ._journal import Journal, JournalEntry, JournalMismatchError, digest_of
 from ._models import TaskSnapshot, TaskStatus
@@ -51,73 +52,31 @@ class BatchHost(Protocol):
 BATCH_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedError)
 
 
-@attrs.frozen(kw_only=True)
-class Submitted:
-    """Request ``index`` was accepted as task ``task_id``; ``resumed`` when the task was
-    re-attached from a journal (paid in an earlier run, not now). ``snapshot`` is its
-    latest reading."""
-
-    index: int
-    task_id: str
-    snapshot: TaskSnapshot
-    resumed: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class Progressed:
-    """Task of request ``index`` changed status or progress."""
-
-    index: int
-    task_id: str
-    status: TaskStatus
-    progress: int
-    snapshot: TaskSnapshot
-
-
-@attrs.frozen(kw_only=True)
-class Succeeded:
-    """Request ``index`` finished; ``snapshot.results`` holds the video URL(s), and
-    ``path`` the downloaded file when ``download_to`` was given."""
-
-    index: int
-    task_id: str
-    snapshot: TaskSnapshot
-    path: Path | None = None
-
-
-@attrs.frozen(kw_only=True)
-class Failed:
-    """Request ``index`` ended without a video.
-
-    ``error`` says why: a :class:`TaskFailedError` for a failed task, the API error for
-    a refused submission, :class:`SubmissionUnknownError` (with its key) when the
-    submission's outcome could not be settled, or a :class:`DownloadError`.
-    ``task_id`` is None if no task exists.
-    """
-
-    index: int
-    error: KlingError
-    task_id: str | None = None
-    snapshot: TaskSnapshot | None = None
-
-
-BatchEvent = Submitted | Progressed | Succeeded | Failed
 
 
 @attrs.frozen
 class BatchPlan:
-    """A batch's requests, their wire bodies and digests, and what a journal knows."""
+    """A batch's requests and keys, their wire bodies and digests, and what a journal
+    knows."""
 
     requests: list[TextToVideo]
+    keys: list[str | None]
     bodies: list[dict[str, Any]]
     digests: list[str]
     entries: dict[int, JournalEntry]
 
 
-def plan_batch(requests: list[TextToVideo], journal: Journal | None) -> BatchPlan:
-    """Wire bodies, their digests and the journal's entries; refuse a foreign journal."""
+def plan_batch(items: Sequence[TextToVideo | Item], journal: Journal | None) -> BatchPlan:
+    """Wire bodies, their digests and the journal's entries; refuse a foreign journal.
+
+    An item's key is part of its digest (so a journal of other keys is refused), but
+    only when it has one: journals of plain requests keep their digests.
+    """
+    requests = [i.request if isinstance(i, Item) else i for i in items]
+    keys = [i.key if isinstance(i, Item) else None for i in items]
     bodies = [request_to_wire(r) for r in requests]
-    digests = [digest_of(b) for b in bodies]
+    digests = [digest_of(b if k is None else {"request": b, "key": k})
+               for b, k in zip(bodies, keys, strict=True)]
     entries = journal.entries() if journal is not None else {}
     for index, entry in entries.items():
         if index >= len(requests) or entry.digest != digests[index]:
@@ -125,7 +84,7 @@ def plan_batch(requests: list[TextToVideo], journal: Journal | None) -> BatchPla
             raise JournalMismatchError(
                 f"the journal {str(journal.path)!r} records a different request at index "
                 f"{index}; use a new journal for a different batch", index)
-    return BatchPlan(requests, bodies, digests, entries)
+    return BatchPlan(requests, keys, bodies, digests, entries)
 
 
 class _Run:
@@ -145,6 +104,10 @@ class _Run:
         self.stop: KlingError | None = None
         self.closed: ClientClosedError | None = None
 
+    async def emit(self, kind: type[BatchEvent], index: int, **fields: Any) -> None:
+        """Send one event of request ``index``, with the request's own key."""
+        await self.send.send(kind(index=index, key=self.plan.keys[index], **fields))
+
     async def submitter(self) -> None:
         try:
             await self.submit_all()
@@ -158,24 +121,25 @@ class _Run:
             if entry is not None and await self.resume(index, entry):
                 continue
             if self.stop is not None:
-                await self.send.send(Failed(index=index, error=self.stop))
+                await self.emit(Failed, index, error=self.stop)
                 continue
             key = entry.idempotency_key if entry is not None else new_idempotency_key()
             on_bound = None
             if journal is not None:
-                await journal.begin(index, plan.digests[index], plan.bodies[index], key)
+                await journal.begin(index, plan.digests[index], plan.bodies[index], key,
+                                    item_key=plan.keys[index])
                 on_bound = partial(journal.submitted, index)  # recorded even if cancelled
             try:
                 snapshot = await self.client._submit(request, key, on_bound)
             except SubmissionUnknownError as exc:
-                await self.send.send(Failed(index=index, error=exc))  # journal: resend later
+                await self.emit(Failed, index, error=exc)  # journal: resend later
                 continue
             except KlingError as exc:
                 if isinstance(exc, BATCH_FATAL) and self.stop is None:
                     self.stop = exc
                 if journal is not None:
                     await journal.refused(index, getattr(exc, "code", None), str(exc))
-                await self.send.send(Failed(index=index, error=exc))
+                await self.emit(Failed, index, error=exc)
                 continue
             await self.announce(index, snapshot)
 
@@ -187,20 +151,20 @@ class _Run:
             if self.download_to is not None and (path is None or not path.exists()):
                 self.tg.start_soon(self.fetch, index, snapshot)
             else:
-                await self.send.send(Succeeded(index=index, task_id=snapshot.id,
-                                               snapshot=snapshot, path=path))
+                await self.emit(Succeeded, index, task_id=snapshot.id,
+                                               snapshot=snapshot, path=path)
             return True
         if entry.state == "failed":
             snapshot = entry.snapshot()
-            await self.send.send(Failed(index=index, error=TaskFailedError(snapshot),
-                                        task_id=snapshot.id, snapshot=snapshot))
+            await self.emit(Failed, index, error=TaskFailedError(snapshot),
+                                        task_id=snapshot.id, snapshot=snapshot)
             return True
         if entry.task_id is None:
             return False
         try:
             snapshot = await self.client.get(entry.task_id)
         except KlingError as exc:
-            await self.send.send(Failed(index=index, error=exc, task_id=entry.task_id))
+            await self.emit(Failed, index, error=exc, task_id=entry.task_id)
             return True
         if not snapshot.is_terminal:
             self.client.track([snapshot.id])
@@ -216,8 +180,8 @@ class _Run:
         """
         self.index_of[snapshot.id] = index
         self.last[index] = (snapshot.status, snapshot.progress)
-        await self.send.send(Submitted(index=index, task_id=snapshot.id, snapshot=snapshot,
-                                       resumed=resumed))
+        await self.emit(Submitted, index, task_id=snapshot.id, snapshot=snapshot,
+                                       resumed=resumed)
         if snapshot.is_terminal:
             await self.handle(index, update_of(snapshot.id, snapshot))
             return
@@ -231,8 +195,8 @@ class _Run:
     async def handle(self, index: int, update: TaskUpdate) -> None:
         snapshot = update.snapshot
         if update.error is not None:
-            await self.send.send(Failed(index=index, error=update.error,
-                                        task_id=update.task_id, snapshot=snapshot))
+            await self.emit(Failed, index, error=update.error,
+                                        task_id=update.task_id, snapshot=snapshot)
             return
         assert snapshot is not None
         previous = self.last.get(index)
@@ -243,15 +207,15 @@ class _Run:
             if self.download_to is not None:
                 self.tg.start_soon(self.fetch, index, snapshot)
             else:
-                await self.send.send(Succeeded(index=index, task_id=update.task_id,
-                                               snapshot=snapshot))
+                await self.emit(Succeeded, index, task_id=update.task_id,
+                                               snapshot=snapshot)
         elif update.status is TaskStatus.FAILED:
-            await self.send.send(Failed(index=index, error=TaskFailedError(snapshot),
-                                        task_id=update.task_id, snapshot=snapshot))
+            await self.emit(Failed, index, error=TaskFailedError(snapshot),
+                                        task_id=update.task_id, snapshot=snapshot)
         elif previous != (update.status, update.progress):
-            await self.send.send(Progressed(index=index, task_id=update.task_id,
+            await self.emit(Progressed, index, task_id=update.task_id,
                                             status=update.status, progress=update.progress,
-                                            snapshot=snapshot))
+                                            snapshot=snapshot)
 
     async def fetch(self, index: int, snapshot: TaskSnapshot) -> None:
         assert self.download_to is not None
@@ -268,13 +232,13 @@ class _Run:
             self.closed = exc
             return
         except KlingError as exc:
-            await self.send.send(Failed(index=index, error=exc, task_id=snapshot.id,
-                                        snapshot=snapshot))
+            await self.emit(Failed, index, error=exc, task_id=snapshot.id,
+                                        snapshot=snapshot)
             return
         if self.journal is not None:
             await self.journal.downloaded(index, path)
-        await self.send.send(Succeeded(index=index, task_id=snapshot.id, snapshot=snapshot,
-                                       path=path))
+        await self.emit(Succeeded, index, task_id=snapshot.id, snapshot=snapshot,
+                                       path=path)
 
 
 async def run_batch(client: BatchHost, plan: BatchPlan,

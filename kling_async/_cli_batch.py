@@ -82,7 +82,7 @@ async def run_batch_command(args: argparse.Namespace) -> int:
     out, requests = Path(args.out), args.requests
     async with open_session("batch", args.concurrency) as session:
         journal = await anyio.to_thread.run_sync(open_journal, out, session, args)
-        display = make_display([r.prompt for r in requests])
+        display = make_display([(i.request.prompt, i.key) for i in requests])
         try:
             started = anyio.current_time()
             with display:

@@ -7,8 +7,8 @@ import sys
 from collections import Counter
 from typing import Any, TextIO
 
-from ._batch import BatchEvent, Failed, Progressed, Submitted, Succeeded
 from ._errors import APIError, TaskFailedError, TransportError
+from ._events import BatchEvent, Failed, Progressed, Submitted, Succeeded
 
 EXCERPT = 28  # characters of a prompt shown beside its bar
 
@@ -67,12 +67,20 @@ class Tally:
                 f"{self.succeeded} done, {failed} failed")
 
 
+Row = tuple[str, str | None]  # an item's prompt and its own key
+
+
+def label(index: int, key: str | None) -> str:
+    """``#3`` or ``#3 [sku-123]``: how an item is named in the command's lines."""
+    return f"#{index + 1}" + (f" [{key}]" if key else "")
+
+
 class PlainDisplay:
     """One line per submission and outcome; for logs, pipes and CI."""
 
-    def __init__(self, prompts: list[str], out: TextIO = sys.stdout) -> None:
-        self.tally = Tally(len(prompts))
-        self._prompts = prompts
+    def __init__(self, rows: list[Row], out: TextIO = sys.stdout) -> None:
+        self.tally = Tally(len(rows))
+        self._prompts = [prompt for prompt, _ in rows]
         self._out = out
 
     def __enter__(self) -> PlainDisplay:
@@ -84,7 +92,7 @@ class PlainDisplay:
     def event(self, event: BatchEvent) -> None:
         """Show one event."""
         self.tally.record(event)
-        prefix = f"[{self.tally.done}/{self.tally.total}] #{event.index + 1}"
+        prefix = f"[{self.tally.done}/{self.tally.total}] {label(event.index, event.key)}"
         if isinstance(event, Submitted):
             shown = excerpt(self._prompts[event.index])
             if event.resumed:
@@ -104,14 +112,14 @@ class PlainDisplay:
 class RichDisplay:
     """An overall bar plus one bar per running task, as many as the terminal holds."""
 
-    def __init__(self, prompts: list[str]) -> None:
+    def __init__(self, rows: list[Row]) -> None:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-        self.tally = Tally(len(prompts))
-        self._prompts = prompts
+        self.tally = Tally(len(rows))
+        self._prompts = [prompt for prompt, _ in rows]
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   TaskProgressColumn(), TextColumn("{task.fields[note]}"))
-        self._overall = self._progress.add_task("batch", total=len(prompts), note="")
+        self._overall = self._progress.add_task("batch", total=len(rows), note="")
         self._rows: dict[int, Any] = {}
         self._hidden: list[int] = []  # running rows that do not fit, oldest first
         self._room = max(shutil.get_terminal_size().lines - 4, 3)
@@ -131,7 +139,8 @@ class RichDisplay:
             visible = len(self._rows) - len(self._hidden) < self._room
             note = "re-attached (paid earlier)" if event.resumed else event.task_id
             self._rows[event.index] = self._progress.add_task(
-                f"#{event.index + 1} {excerpt(self._prompts[event.index])}", total=100,
+                f"{label(event.index, event.key)} {excerpt(self._prompts[event.index])}",
+                total=100,
                 completed=event.snapshot.progress, note=note, visible=visible)
             if not visible:
                 self._hidden.append(event.index)
@@ -146,20 +155,21 @@ class RichDisplay:
                 elif self._hidden:
                     self._progress.update(self._rows[self._hidden.pop(0)], visible=True)
             if isinstance(event, Failed):
-                self._progress.console.print(f"#{event.index + 1} failed: {event.error}")
+                self._progress.console.print(
+                    f"{label(event.index, event.key)} failed: {event.error}")
         more = f" (+{len(self._hidden)} more not shown)" if self._hidden else ""
         self._progress.update(self._overall, completed=self.tally.done,
                               note=self.tally.line() + more)
 
 
-def make_display(prompts: list[str]) -> PlainDisplay | RichDisplay:
+def make_display(rows: list[Row]) -> PlainDisplay | RichDisplay:
     """Rich bars on a terminal when rich is installed, else plain lines."""
     if sys.stdout.isatty():
         try:
-            return RichDisplay(prompts)
+            return RichDisplay(rows)
         except ImportError:
             pass
-    return PlainDisplay(prompts)
+    return PlainDisplay(rows)
 
 
 class GenerateProgress:

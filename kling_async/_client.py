@@ -6,7 +6,7 @@ import enum
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -16,16 +16,16 @@ from typing import Any, Self
 import anyio
 import anyio.abc
 
-from ._batch import BatchEvent, plan_batch, run_batch
+from ._batch import plan_batch, run_batch
 from ._config import AdaptiveLimit, PollPolicy, RetryPolicy, Timeouts
-from ._convert import credits_from_wire, request_to_wire, snapshot_from_wire
+from ._convert import callback_snapshot, credits_from_wire, request_to_wire, snapshot_from_wire
 from ._download import Downloader, source_url
-from ._errors import ClientClosedError, KlingError, TaskFailedError
+from ._errors import ClientClosedError, TaskFailedError
+from ._events import BatchEvent, Item
 from ._groups import single_exceptions
 from ._http import Secret, Transport, check_base_url
 from ._ids import check_idempotency_key, check_task_id, new_idempotency_key
 from ._journal import Journal
-from ._jsonbody import parse_json
 from ._models import Credits, TaskSnapshot, TaskStatus
 from ._pacing import RequestPacer
 from ._poller import Poller
@@ -35,30 +35,18 @@ from ._statistics import ClientStatistics
 from ._submission import OnBound, Submitter
 from ._tasks import TaskRegistry
 from ._version import package_version
-from ._watch import TaskUpdates
+from ._watch import TaskUpdate, TaskUpdates
 
 logger = logging.getLogger("kling_async")
 
 DEFAULT_BASE_URL = "https://api.evolink.ai"
+OnProgress = Callable[[TaskUpdate], object]
 
 
 class _State(enum.Enum):
     UNOPENED = "unopened"  # built, never entered
     OPEN = "open"          # inside `async with`
     CLOSED = "closed"      # exited; a Client is not reusable
-
-
-def _poll_from_environment() -> PollPolicy:
-    """``PollPolicy.scaled($KLING_ASYNC_TIME_SCALE)`` when set (an Emulator faster than
-    real time announces it), else the defaults for the real service."""
-    value = os.environ.get("KLING_ASYNC_TIME_SCALE")
-    if not value:
-        return PollPolicy()
-    try:
-        return PollPolicy.scaled(float(value))
-    except ValueError:
-        raise ValueError(f"KLING_ASYNC_TIME_SCALE must be a number >= 0, got {value!r}"
-                         ) from None
 
 
 class Client:
@@ -113,7 +101,7 @@ class Client:
         LocalSlots(self._limit)  # validates now, not at enter
         self._timeouts = timeouts or Timeouts()
         self._retry = retry or RetryPolicy()
-        self._poll_policy = poll or _poll_from_environment()
+        self._poll_policy = poll or PollPolicy.from_environment()
         self._max_connections = max_connections
         self._rate = max_requests_per_second
         RequestPacer(max_requests_per_second)  # validates now
@@ -192,8 +180,10 @@ class Client:
 
         Raises:
             TypeError: ``request`` is not a :class:`TextToVideo`.
-            InvalidRequestError, AuthenticationError, InsufficientCreditsError,
-            PermissionDeniedError: the server refused it (nothing was charged).
+            InvalidRequestError: the server refused the request (nothing was charged).
+            AuthenticationError: the key was refused (nothing was charged).
+            InsufficientCreditsError: too few credits (nothing was charged).
+            PermissionDeniedError: the key may not use the model (nothing was charged).
             RateLimitError: the account stayed full for ``rate_limit_patience``.
             SubmissionUnknownError: retries could not tell whether the task was created;
                 its slot stays reserved; submit again with its ``idempotency_key`` to
@@ -229,18 +219,23 @@ class Client:
 
         Raises:
             ValueError: ``task_id`` is not a task id (nothing is sent).
-            NotFoundError, PermissionDeniedError: no such task for this key.
+            NotFoundError: no such task.
+            PermissionDeniedError: the task belongs to another key.
+
+        Transient failures are retried (``RetryPolicy``); cancelling leaves nothing behind.
         """
         self._check_open()
-        data = await self._transport.get_task(check_task_id(task_id))
-        snapshot = snapshot_from_wire(data)
+        data, request_id = await self._transport.get_task(check_task_id(task_id))
+        snapshot = snapshot_from_wire(data, request_id)
         self._registry.observe(snapshot)
         return snapshot
 
     async def credits(self) -> Credits:
-        """The key's credits now (``GET /v1/credits``)."""
+        """The key's credits now (``GET /v1/credits``); retried like any read, and
+        cancelling leaves nothing behind."""
         self._check_open()
-        return credits_from_wire(await self._transport.read("GET", "/v1/credits"))
+        data, _ = await self._transport.read("GET", "/v1/credits")
+        return credits_from_wire(data)
 
     @asynccontextmanager
     async def watch(self, task_ids: Sequence[str]) -> AsyncIterator[TaskUpdates]:
@@ -270,8 +265,13 @@ class Client:
     def _unfollow(self, channel: TaskUpdates, task_ids: list[str]) -> None:
         self._registry.unsubscribe(channel, task_ids)
 
-    async def wait_finished(self, task_id: str) -> TaskSnapshot:
+    async def wait_finished(self, task_id: str, *, on_progress: OnProgress | None = None
+                            ) -> TaskSnapshot:
         """Wait until the task is finished and return its final snapshot.
+
+        Args:
+            task_id: the task.
+            on_progress: called with each :class:`TaskUpdate` (status or progress change).
 
         Raises:
             TaskFailedError: the task failed (its ``snapshot`` and ``code`` tell why).
@@ -283,6 +283,8 @@ class Client:
         final = None
         async with self.watch([task_id]) as updates:
             async for update in updates:
+                if on_progress is not None:
+                    on_progress(update)
                 final = update
         assert final is not None
         assert final.is_final
@@ -292,6 +294,29 @@ class Client:
         if final.status is TaskStatus.FAILED:
             raise TaskFailedError(final.snapshot)
         return final.snapshot
+
+    async def generate(self, request: TextToVideo, *, idempotency_key: str | None = None,
+                       on_progress: OnProgress | None = None) -> TaskSnapshot:
+        """One clip in one call: :meth:`submit`, then :meth:`wait_finished`; returns the
+        completed snapshot (``video_url`` holds the result link).
+
+        Waits for a slot, the POST and the task's end. Raises what those two raise,
+        :class:`TaskFailedError` above all. Cancelled after the POST, the task keeps
+        running on the server and is followed (holding its slot) until it ends.
+        """
+        snapshot = await self.submit(request, idempotency_key=idempotency_key)
+        return await self.wait_finished(snapshot.id, on_progress=on_progress)
+
+    async def generate_file(self, request: TextToVideo, path: str | os.PathLike[str], *,
+                            idempotency_key: str | None = None,
+                            on_progress: OnProgress | None = None) -> Path:
+        """:meth:`generate`, then :meth:`download` the clip to ``path``; returns the path.
+
+        Raises what :meth:`generate` and :meth:`download` raise.
+        """
+        done = await self.generate(request, idempotency_key=idempotency_key,
+                                   on_progress=on_progress)
+        return await self.download(done, path)
 
     async def download(self, source: TaskSnapshot | str, path: str | os.PathLike[str]) -> Path:
         """Download a result video to ``path`` and return the path.
@@ -307,7 +332,11 @@ class Client:
 
         Raises:
             ResultExpiredError: the link is gone (links last 24 hours); generate again.
-            DownloadError: the file could not be fetched completely after retries.
+            DownloadError: the file could not be fetched completely after retries, or
+                another process is writing ``path``.
+
+        Cancelled, it leaves the partial file (and its record) beside ``path``: the next
+        download of the same result to ``path`` resumes it.
         """
         self._check_open()
         url = source_url(source)
@@ -317,7 +346,7 @@ class Client:
     # -- batches and callbacks ------------------------------------------------------------
 
     @asynccontextmanager
-    async def generate_many(self, requests: Iterable[TextToVideo], *,
+    async def generate_many(self, requests: Iterable[TextToVideo | Item], *,
                             download_to: str | os.PathLike[str] | None = None,
                             journal: Journal | None = None, submit_concurrency: int = 4
                             ) -> AsyncIterator[anyio.abc.ObjectReceiveStream[BatchEvent]]:
@@ -332,7 +361,8 @@ class Client:
         submitted keep running on the server and keep their slots until they finish.
 
         Args:
-            requests: the :class:`TextToVideo` requests; events carry their index.
+            requests: :class:`TextToVideo` requests, or :class:`Item` values that add your
+                own key; events carry the index (and the key).
             download_to: a folder; each finished clip is downloaded there as soon as its
                 task succeeds (``NNNNN-<task id>.mp4``) before ``Succeeded`` is sent.
             journal: a :class:`Journal`; running the same batch again with it resumes:
@@ -347,9 +377,9 @@ class Client:
         self._check_open()
         items = list(requests)
         for number, item in enumerate(items):
-            if not isinstance(item, TextToVideo):
+            if not isinstance(item, (TextToVideo, Item)):
                 raise TypeError(f"requests[{number}] is a {type(item).__name__}, "
-                                "not a TextToVideo")
+                                "not a TextToVideo or Item")
         if submit_concurrency < 1:
             raise ValueError("submit_concurrency must be >= 1")
         plan = plan_batch(items, journal)  # a foreign journal is refused before sending
@@ -378,10 +408,8 @@ class Client:
             True if the callback was used.
         """
         self._check_open()
-        try:
-            data = payload if isinstance(payload, Mapping) else parse_json(payload)
-            snapshot = snapshot_from_wire(data)
-        except (ValueError, TypeError, KlingError):
+        snapshot = callback_snapshot(payload)
+        if snapshot is None:
             logger.warning("ignored an unreadable callback body")
             return False
         return self._registry.hint(snapshot)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import attrs
 
 
@@ -20,7 +22,7 @@ class Timeouts:
     """Socket-level timeouts in seconds; deadlines for whole operations are yours
     (wrap calls in ``anyio.fail_after``).
 
-    Args:
+    Attributes:
         connect: to open a connection.
         read: between bytes of an answer to a read (GET, batch read).
         submit: between bytes of an answer to a submission (the API may take a while).
@@ -35,7 +37,7 @@ class Timeouts:
 class RetryPolicy:
     """How failed requests are retried: exponential backoff with full jitter.
 
-    Args:
+    Attributes:
         max_attempts: attempts per request, first one included.
         backoff_base: the first backoff ceiling in seconds; it doubles per attempt.
         backoff_max: the largest backoff ceiling.
@@ -71,7 +73,7 @@ class PollPolicy:
     observed progress rate), never closer than ``min_interval`` and never further than
     ``max_interval``, with ``jitter`` so reads of a batch spread out.
 
-    Args:
+    Attributes:
         min_interval: seconds between reads near the predicted end (detection lag).
         max_interval: the longest gap between two reads of one task.
         jitter: +/- share of randomness applied to each interval.
@@ -100,6 +102,19 @@ class PollPolicy:
             return cls(min_interval=0.02, max_interval=0.2)
         return cls(min_interval=max(5.0 / time_scale, 0.02),
                    max_interval=max(60.0 / time_scale, 0.2), time_scale=time_scale)
+
+    @classmethod
+    def from_environment(cls) -> PollPolicy:
+        """``scaled($KLING_ASYNC_TIME_SCALE)`` when that is set (an Emulator faster than
+        real time prints it), else the defaults for the real service."""
+        value = os.environ.get("KLING_ASYNC_TIME_SCALE")
+        if not value:
+            return cls()
+        try:
+            return cls.scaled(float(value))
+        except ValueError:
+            raise ValueError(f"KLING_ASYNC_TIME_SCALE must be a number >= 0, got {value!r}"
+                             ) from None
 
     def __attrs_post_init__(self) -> None:
         if self.max_interval < self.min_interval:

@@ -22,6 +22,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._errors import ResponseDecodeError
+from ._jsonbody import parse_json
 from ._models import Credits, TaskError, TaskSnapshot, TaskStatus, Usage
 from ._request import TextToVideo
 
@@ -226,12 +227,26 @@ def request_to_wire(req: TextToVideo) -> dict[str, Any]:
     return body
 
 
-def snapshot_from_wire(data: Any) -> TaskSnapshot:
-    """Read one task object; raise :class:`ResponseDecodeError` if it is not one."""
+def snapshot_from_wire(data: Any, request_id: str | None = None) -> TaskSnapshot:
+    """Read one task object (from the answer ``request_id``); raise
+    :class:`ResponseDecodeError` if it is not one."""
     try:
+        if request_id is not None and isinstance(data, Mapping):
+            data = {**data, "request_id": request_id}
         return CONVERTER.structure(data, TaskSnapshot)
     except _DECODE_ERRORS as exc:
         raise ResponseDecodeError(f"unreadable task: {exc}", excerpt=excerpt(data)) from exc
+
+
+def callback_snapshot(payload: object) -> TaskSnapshot | None:
+    """A callback body (bytes, str or mapping) read as a task, or None if it cannot be:
+    it comes from the internet, so nothing about it may raise."""
+    try:
+        if isinstance(payload, (bytes, str)):
+            payload = parse_json(payload)
+        return snapshot_from_wire(payload) if isinstance(payload, Mapping) else None
+    except (ValueError, TypeError, AttributeError, ResponseDecodeError):
+        return None
 
 
 def batch_items(data: Any) -> list[Any]:

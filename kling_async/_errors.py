@@ -254,6 +254,11 @@ _BY_STATUS: dict[int, type[APIError]] = {
 _REQUEST_ID_HEADERS = ("x-request-id", "x-oneapi-request-id")
 
 
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The server's id for an answer, from its headers (for support and logs)."""
+    return next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None)
+
+
 def _text(value: object) -> str | None:
     if value is None or isinstance(value, (dict, list)):
         return None
@@ -268,7 +273,7 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str],
     ``param``, ``fallback_suggestion``); a body that is not JSON (an HTML 502 page)
     still gives the right class, with a short excerpt as the message.
     """
-    request_id = next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None)
+    request_id = request_id_of(headers)
     fields: dict[str, Any] = {"status": status, "request_id": request_id}
     try:
         data = parse_json(body)

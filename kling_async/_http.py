@@ -25,6 +25,7 @@ from ._errors import (
     ResponseDecodeError,
     TransportError,
     error_from_response,
+    request_id_of,
 )
 from ._jsonbody import MAX_BODY, parse_json
 from ._pacing import RequestPacer
@@ -171,17 +172,19 @@ class Transport:
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def read(self, method: str, path: str, body: Any = None) -> Any:
-        """A read (GET, or the batch read's POST): retried on transient failures."""
+    async def read(self, method: str, path: str, body: Any = None
+                   ) -> tuple[Any, str | None]:
+        """A read (GET, or the batch read's POST), retried on transient failures: the
+        decoded answer and its request id."""
         async for attempt in Retrying(self.retry, self._rng, what=f"{method} {path}",
                                       retry_on=transient):
             with attempt:
-                data, _ = await self.request(method, path, body)
-                return data
+                data, headers = await self.request(method, path, body)
+                return data, request_id_of(headers)
         raise AssertionError("unreachable: Retrying either returns or raises")
 
-    async def get_task(self, task_id: str) -> Any:
-        """``GET /v1/tasks/{task_id}``."""
+    async def get_task(self, task_id: str) -> tuple[Any, str | None]:
+        """``GET /v1/tasks/{task_id}``: the task object and the answer's request id."""
         return await self.read("GET", f"/v1/tasks/{quote(task_id, safe='')}")
 
 

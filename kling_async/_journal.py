@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS items (
     error_code TEXT,
     error_message TEXT,
     credits REAL,
-    path TEXT
+    path TEXT,
+    item_key TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -48,7 +49,7 @@ class JournalEntry:
 
     ``state`` is ``submitting`` (POST may have been sent), ``submitted`` (task id
     known), ``processing``, ``completed``, ``failed``, ``refused`` (the POST was
-    answered with an error) or ``downloaded``.
+    answered with an error) or ``downloaded``. ``item_key`` is the item's own key.
     """
 
     index: int
@@ -62,6 +63,7 @@ class JournalEntry:
     error_message: str | None = None
     credits: float | None = None
     path: str | None = None
+    item_key: str | None = None
 
     def snapshot(self) -> TaskSnapshot:
         """A snapshot rebuilt from the journal, for a task finished in an earlier run."""
@@ -119,6 +121,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+        if "item_key" not in columns:  # a journal written before items had keys
+            self._db.execute("ALTER TABLE items ADD COLUMN item_key TEXT")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -136,11 +141,12 @@ class Journal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT idx, digest, idem_key, state, task_id, model, result_url, error_code,"
-                " error_message, credits, path FROM items").fetchall()
+                " error_message, credits, path, item_key FROM items").fetchall()
         return {row[0]: JournalEntry(
             index=row[0], digest=row[1], idempotency_key=row[2], state=row[3],
             task_id=row[4], model=row[5], result_url=row[6], error_code=row[7],
-            error_message=row[8], credits=row[9], path=row[10]) for row in rows}
+            error_message=row[8], credits=row[9], path=row[10], item_key=row[11])
+            for row in rows}
 
     def unfinished(self) -> list[JournalEntry]:
         """Entries whose task may still be running, or whose POST outcome is unsettled:
@@ -177,12 +183,14 @@ class Journal:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._write, sql, params)
 
-    async def begin(self, index: int, digest: str, body: Mapping[str, Any], key: str) -> None:
-        """Record that request ``index`` is about to be POSTed with ``key``."""
+    async def begin(self, index: int, digest: str, body: Mapping[str, Any], key: str, *,
+                    item_key: str | None = None) -> None:
+        """Record that request ``index`` (with the item's own ``item_key``) is about to
+        be POSTed with the idempotency key ``key``."""
         await self._awrite(
-            "INSERT INTO items(idx, digest, body, idem_key, state) VALUES (?, ?, ?, ?, "
-            "'submitting') ON CONFLICT(idx) DO UPDATE SET state = 'submitting'",
-            (index, digest, json.dumps(body, sort_keys=True), key))
+            "INSERT INTO items(idx, digest, body, idem_key, state, item_key) VALUES (?, ?, "
+            "?, ?, 'submitting', ?) ON CONFLICT(idx) DO UPDATE SET state = 'submitting'",
+            (index, digest, json.dumps(body, sort_keys=True), key, item_key))
 
     async def submitted(self, index: int, snapshot: TaskSnapshot) -> None:
         """Record the task id the POST returned."""

@@ -70,6 +70,8 @@ class TaskSnapshot:
         can_cancel: whether the server says the task can still be cancelled.
         usage: the credits of this task.
         raw_status: the status string exactly as received.
+        request_id: the server's id of the answer this reading came from (``None`` for
+            a callback or a journal); quote it to EvoLink's support, or log it.
     """
 
     id: str
@@ -84,6 +86,7 @@ class TaskSnapshot:
     can_cancel: bool | None = None
     usage: Usage | None = None
     raw_status: str = ""
+    request_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -113,12 +113,12 @@ class Poller:
         entry.needs_get = False
         registry = self._registry
         try:
-            data = await self._transport.get_task(entry.task_id)
+            data, request_id = await self._transport.get_task(entry.task_id)
             if _unchanged(entry, data):
                 self.statuses_read += 1
                 registry.report_unchanged(entry)
                 return
-            snapshot = snapshot_from_wire(data)
+            snapshot = snapshot_from_wire(data, request_id)
         except _PERMANENT as exc:
             registry.give_up(entry, exc)
             return
@@ -137,8 +137,9 @@ class Poller:
         self.batch_reads += 1
         registry = self._registry
         try:
-            items = batch_items(await self._transport.read(
-                "POST", "/v1/tasks/batch", {"task_ids": [e.task_id for e in chunk]}))
+            answer, request_id = await self._transport.read(
+                "POST", "/v1/tasks/batch", {"task_ids": [e.task_id for e in chunk]})
+            items = batch_items(answer)
         except APIError as exc:
             self._probing = False
             if exc.status in (404, 405) and self.batch_supported is not True:
@@ -160,9 +161,10 @@ class Poller:
             return
         self._probing = False
         self.batch_supported = True
-        self._apply_batch(chunk, items)
+        self._apply_batch(chunk, items, request_id)
 
-    def _apply_batch(self, chunk: list[Entry], items: list[Any]) -> None:
+    def _apply_batch(self, chunk: list[Entry], items: list[Any],
+                     request_id: str | None) -> None:
         registry = self._registry
         by_id = {entry.task_id: entry for entry in chunk}
         for item in items:
@@ -175,7 +177,7 @@ class Poller:
                 registry.report_unchanged(entry)
                 continue
             try:
-                snapshot = snapshot_from_wire(item)
+                snapshot = snapshot_from_wire(item, request_id)
             except ResponseDecodeError as exc:
                 self.statuses_read -= 1
                 registry.unreadable(entry, exc)

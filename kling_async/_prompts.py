@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from ._events import Item
 from ._request import Shot, TextToVideo
 
 
@@ -41,7 +42,7 @@ def read_text(path: Path) -> str:
         raise PromptFileError(f"{path}: {exc.strerror or exc}") from None
 
 
-def load_requests(path: Path, defaults: dict[str, Any]) -> list[TextToVideo]:
+def load_requests(path: Path, defaults: dict[str, Any]) -> list[Item]:
     """Read ``path`` into requests, checking every line before anything is sent.
 
     A ``.csv`` file has a header row: a ``prompt`` column and any request field
@@ -50,7 +51,8 @@ def load_requests(path: Path, defaults: dict[str, Any]) -> list[TextToVideo]:
     ``.jsonl`` file (or one whose first entry starts with ``{``) holds one request object
     a line, e.g. ``{"prompt": "...", "duration": 8, "shots": [...]}``; any other file
     holds one prompt a line. Blank lines and lines starting with ``#`` are skipped.
-    ``defaults`` fill fields a line does not set.
+    ``defaults`` fill fields a line does not set. A JSONL ``"id"`` or a CSV ``id`` column
+    becomes the item's key, carried by its events and its result line.
     """
     text = read_text(path)
     rows: list[tuple[int, Any]]
@@ -64,13 +66,16 @@ def load_requests(path: Path, defaults: dict[str, Any]) -> list[TextToVideo]:
         parse = _json_fields if as_json else _prompt_fields
     if not rows:
         raise PromptFileError(f"{path}: no prompts found")
-    requests = []
+    items = []
     for number, raw in rows:
         try:
-            requests.append(TextToVideo(**{**defaults, **parse(raw)}))
+            fields = {**defaults, **parse(raw)}
+            key = fields.pop("id", None)
+            items.append(Item(TextToVideo(**fields),
+                              key=None if key is None else str(key)))
         except (ValueError, TypeError, KeyError) as exc:
             raise PromptFileError(f"{path}:{number}: {exc}") from exc
-    return requests
+    return items
 
 
 def _prompt_fields(line: str) -> dict[str, Any]:
@@ -89,7 +94,7 @@ def _json_fields(line: str) -> dict[str, Any]:
 def _csv_rows(path: Path, text: str) -> list[tuple[int, Any]]:
     reader = csv.DictReader(io.StringIO(text))
     columns = [c.strip() for c in reader.fieldnames or []]
-    unknown = [c for c in columns if c not in _FIELDS]
+    unknown = [c for c in columns if c not in _FIELDS and c != "id"]
     if "prompt" not in columns or unknown:
         raise PromptFileError(
             f"{path}: the header must name a 'prompt' column and request fields only"

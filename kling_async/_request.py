@@ -35,7 +35,7 @@ def _is_int(value: object) -> bool:
 class Shot:
     """One shot of a customised multi-shot video.
 
-    Args:
+    Attributes:
         prompt: what happens in this shot, 1-512 characters.
         duration: whole seconds, at least 1; the shots' durations add up to the video's.
     """
@@ -59,7 +59,7 @@ class TextToVideo:
     """A text-to-video request. Every documented rule is checked here, so a bad request
     raises :class:`ValueError` naming the field before any money is spent.
 
-    Args:
+    Attributes:
         prompt: what to generate, at most 2500 characters. Required, unless the shots
             come from ``shots`` (``multi_shot="customize"``).
         negative_prompt: what should not appear.

@@ -29,6 +29,7 @@ from ._errors import (
     RateLimitError,
     ServerError,
     SubmissionUnknownError,
+    request_id_of,
 )
 from ._http import Transport
 from ._models import TaskSnapshot
@@ -181,10 +182,11 @@ class Submitter:
                     if ticket.state == "waiting":
                         await self._registry.readmit(ticket, front=True)
                     try:
-                        data, _ = await self._transport.request(
+                        data, answer = await self._transport.request(
                             "POST", CREATE_PATH, exchange.body, headers=headers, paid=True,
                             before_send=exchange.mark_sent)
-                        snapshot = snapshot_from_wire(data)  # a 200 that is no task: retried
+                        # A 200 that is no task is retried like any ambiguous answer.
+                        snapshot = snapshot_from_wire(data, request_id_of(answer))
                     except BaseException as exc:
                         exchange.attempt_ended(exc)
                         if isinstance(exc, RateLimitError):

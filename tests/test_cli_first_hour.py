@@ -292,3 +292,21 @@ async def test_the_emulator_command_prints_what_makes_clients_fast(tmp_path: Pat
         process.terminate()
         await process.wait()
         await process.aclose()
+
+
+async def test_row_ids_reach_the_result_lines(tmp_path: Path) -> None:
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text('{"id": "sku-1", "prompt": "a red kite"}\n'
+                     '{"id": "sku-2", "prompt": "a blue kite", "duration": 6}\n')
+    table = tmp_path / "r.csv"
+    table.write_text("id,prompt\nrow-7,a green kite\n")
+    async with Emulator(time_scale=SCALE) as emu:
+        code, out, err = await cli("batch", str(jsonl), "--out", str(tmp_path / "a"), emu=emu)
+        assert code == 0, err
+        code, csv_out, err = await cli("batch", str(table), "--out", str(tmp_path / "b"),
+                                       emu=emu)
+        assert code == 0, err
+    done = [line for line in out.splitlines() if "done:" in line]
+    assert sorted(line.split()[2] for line in done) == ["[sku-1]", "[sku-2]"]
+    assert "[row-7] done:" in csv_out
+    assert all("id" not in body for body in emu.received)  # never sent to the API

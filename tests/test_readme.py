@@ -58,3 +58,13 @@ def test_readme_block_runs(line: int, code: str, tmp_path: Path) -> None:
             done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env,
                                   capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, f"README.md line {line}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_the_notebook_example_runs(tmp_path: Path) -> None:
+    example = README.parent / "examples" / "notebook.py"
+    with emulator_environment() as env:
+        done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "boat-1 saved to" in done.stdout
+    assert len(list((tmp_path / "clips").glob("*.mp4"))) == 2

@@ -56,16 +56,18 @@ class Emulator:
         estimated_time: the ``estimated_time`` every task reports (API seconds);
             real durations are spread ``± duration_spread`` around it.
         failure_rate: share of tasks that fail, with a code from ``failure_codes``.
-        batch_endpoint / list_endpoint: switch those routes off (404) to test fallbacks.
+        batch_endpoint: switch ``POST /v1/tasks/batch`` off (404) to test fallbacks.
+        list_endpoint: switch ``GET /v1/tasks`` off (404).
         allow_local_callbacks: accept ``http://`` and loopback ``callback_url`` values.
             Callbacks are only ever delivered to loopback addresses.
-        callback_duplicates / callback_delay: extra copies of every callback, and API
-            seconds to wait before the first one.
+        callback_duplicates: extra copies of every callback.
+        callback_delay: API seconds to wait before the first one.
         result_size: pad result files to this many bytes (a ``free`` box keeps the clip
             playable); ``None`` serves the bundled 2 KB clip.
         result_ttl: API seconds a result link stays valid (24 hours, as documented).
         seed: seed for ids, timelines and fault rates (``None``: random).
-        host / port: where to listen; only loopback hosts are accepted.
+        host: where to listen; only loopback hosts are accepted.
+        port: the port, 0 for any free one.
     """
 
     def __init__(self, *, api_key: str = DEFAULT_API_KEY, balance: float = 1_000_000.0,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +26,7 @@ from ._errors import (
     TaskFailedError,
 )
 from ._events import BatchEvent, Failed, Item, Progressed, Submitted, Succeeded
+from ._groups import single_exceptions
 from ._ids import new_idempotency_key
 from ._journal import Journal, JournalEntry, JournalMismatchError, digest_of
 from ._models import TaskSnapshot, TaskStatus
@@ -263,3 +266,30 @@ async def run_batch(client: BatchHost, plan: BatchPlan,
         finally:
             for run in runs:  # after the forwarder and downloads are done (or cancelled)
                 client._unfollow(run.updates, list(run.index_of))
+
+
+@asynccontextmanager
+async def open_batch(client: BatchHost, requests: Iterable[TextToVideo | Item], *,
+                     download_to: str | os.PathLike[str] | None, journal: Journal | None,
+                     submit_concurrency: int
+                     ) -> AsyncIterator[anyio.abc.ObjectReceiveStream[BatchEvent]]:
+    """``Client.generate_many``: check everything, then run the batch beside the block."""
+    items = list(requests)
+    for number, item in enumerate(items):
+        if not isinstance(item, (TextToVideo, Item)):
+            raise TypeError(f"requests[{number}] is a {type(item).__name__}, "
+                            "not a TextToVideo or Item")
+    if submit_concurrency < 1:
+        raise ValueError("submit_concurrency must be >= 1")
+    plan = plan_batch(items, journal)  # a foreign journal is refused before sending
+    folder = None if download_to is None else Path(download_to)
+    send, receive = anyio.create_memory_object_stream[BatchEvent](64)
+    with single_exceptions():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(run_batch, client, plan, send, submit_concurrency,
+                                  journal=journal, download_to=folder))
+            try:
+                with receive:
+                    yield receive
+            finally:
+                tg.cancel_scope.cancel()

@@ -7,8 +7,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from functools import partial
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -16,7 +15,7 @@ from typing import Any, Self
 import anyio
 import anyio.abc
 
-from ._batch import plan_batch, run_batch
+from ._batch import open_batch
 from ._config import AdaptiveLimit, PollPolicy, RetryPolicy, Timeouts
 from ._convert import callback_snapshot, credits_from_wire, request_to_wire, snapshot_from_wire
 from ._download import Downloader, source_url
@@ -345,11 +344,10 @@ class Client:
 
     # -- batches and callbacks ------------------------------------------------------------
 
-    @asynccontextmanager
-    async def generate_many(self, requests: Iterable[TextToVideo | Item], *,
-                            download_to: str | os.PathLike[str] | None = None,
-                            journal: Journal | None = None, submit_concurrency: int = 4
-                            ) -> AsyncIterator[anyio.abc.ObjectReceiveStream[BatchEvent]]:
+    def generate_many(self, requests: Iterable[TextToVideo | Item], *,
+                      download_to: str | os.PathLike[str] | None = None,
+                      journal: Journal | None = None, submit_concurrency: int = 4
+                      ) -> AbstractAsyncContextManager[anyio.abc.ObjectReceiveStream[BatchEvent]]:
         """Run many generations; yields a stream of ``Submitted``, ``Progressed``,
         ``Succeeded`` and ``Failed`` events, each carrying the request's ``index``.
 
@@ -375,25 +373,8 @@ class Client:
             ClientClosedError: the Client closed while the block was still running.
         """
         self._check_open()
-        items = list(requests)
-        for number, item in enumerate(items):
-            if not isinstance(item, (TextToVideo, Item)):
-                raise TypeError(f"requests[{number}] is a {type(item).__name__}, "
-                                "not a TextToVideo or Item")
-        if submit_concurrency < 1:
-            raise ValueError("submit_concurrency must be >= 1")
-        plan = plan_batch(items, journal)  # a foreign journal is refused before sending
-        folder = None if download_to is None else Path(download_to)
-        send, receive = anyio.create_memory_object_stream[BatchEvent](64)
-        with single_exceptions():
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(partial(run_batch, self, plan, send, submit_concurrency,
-                                      journal=journal, download_to=folder))
-                try:
-                    with receive:
-                        yield receive
-                finally:
-                    tg.cancel_scope.cancel()
+        return open_batch(self, requests, download_to=download_to, journal=journal,
+                          submit_concurrency=submit_concurrency)
 
     def ingest_callback(self, payload: bytes | str | Mapping[str, Any]) -> bool:
         """Feed a callback body received by your web app to the client.

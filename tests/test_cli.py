@@ -79,7 +79,8 @@ async def test_failures_give_a_non_zero_exit_with_reasons(tmp_path: Path) -> Non
         code, out, _ = await cli("batch", str(prompts), "--out", str(tmp_path / "c"), emu=emu)
     assert code == 1
     assert "2 succeeded, 1 failed of 3" in out
-    assert "1 x content_policy_violation" in out
+    assert "1 x content_policy_violation\n" in out  # not "(worth retrying)"
+    assert "--retry-failed" not in out
 
 
 async def test_bad_prompt_files_are_refused_before_sending(tmp_path: Path) -> None:

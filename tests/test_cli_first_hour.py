@@ -98,16 +98,6 @@ async def test_retry_failed_submits_only_the_failures(tmp_path: Path) -> None:
         assert emu.statistics().duplicate_bodies == 2  # the two retried prompts, on purpose
 
 
-async def test_content_failures_are_not_called_worth_retrying(tmp_path: Path) -> None:
-    prompts = write_prompts(tmp_path / "p.txt", 2)
-    async with Emulator(time_scale=SCALE) as emu:
-        emu.fail_next_tasks("content_policy_violation")
-        code, out, _ = await cli("batch", str(prompts), "--out", str(tmp_path / "c"), emu=emu)
-    assert code == 1
-    assert "1 x content_policy_violation\n" in out
-    assert "--retry-failed" not in out
-
-
 # -- errors on bad input: one line, exit 2 -------------------------------------------------
 
 async def test_bad_paths_get_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -294,3 +294,33 @@ async def test_no_task_is_read_twice_closer_than_the_floor(batch: bool, floor: f
     gap = emu.statistics().min_read_gap
     assert gap is not None
     assert gap >= floor * 0.85  # less loopback jitter in arrival times
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.01, 0.025, 0.05, 0.08])
+async def test_cancelling_submissions_at_any_moment_keeps_the_counts_true(
+        delay: float) -> None:
+    # Every create answer is late and one in three is lost after the task was made, so
+    # cancellations land while waiting for a slot, before sending, on the wire and in
+    # retries; afterwards the client never counts fewer tasks than the server.
+    async with Emulator(time_scale=0, max_concurrent_tasks=3) as emu, \
+            make_client(emu, max_in_flight=3) as client:
+        emu.set_fault_rate("create", Fault.slow(0.03, after_commit=True), 1.0)
+        emu.fail_next("create", Fault.reset(after_commit=True), times=2)
+
+        async def submit(n: int) -> None:
+            with anyio.move_on_after(delay + 0.01 * n):
+                await client.submit(kling.TextToVideo(prompt=f"cancel me {n}"))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(submit, n)
+        held, server = agree(client, emu)
+        assert held >= server  # never fewer than the server counts
+        assert held == server + len(client.statistics().unsettled)
+        assert emu.statistics().count("create", 429) == 0
+        emu.clear_faults()
+        emu.advance(1000)
+        await eventually(lambda: agree(client, emu)[1] == 0)
+        await eventually(lambda: client.statistics().in_flight ==
+                         len(client.statistics().unsettled))
+    assert emu.statistics().duplicate_bodies == 0

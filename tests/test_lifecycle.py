@@ -324,3 +324,27 @@ async def test_cancelling_submissions_at_any_moment_keeps_the_counts_true(
         await eventually(lambda: client.statistics().in_flight ==
                          len(client.statistics().unsettled))
     assert emu.statistics().duplicate_bodies == 0
+
+
+async def test_closing_ends_a_download_in_another_task(tmp_path: Path) -> None:
+    ended: list[BaseException] = []
+    async with Emulator(time_scale=0) as emu, anyio.create_task_group() as tg:
+        async with make_client(emu) as client:
+            snap = await client.submit(REQUEST)
+            emu.finish_task(snap.id)
+            done = await client.get(snap.id)
+            emu.fail_next("file", Fault.slow(30, after_commit=False))
+
+            async def fetch() -> None:
+                try:
+                    await client.download(done, tmp_path / "clip.mp4")
+                except kling.ClientClosedError as exc:
+                    ended.append(exc)
+
+            tg.start_soon(fetch)
+            await anyio.sleep(0.2)
+            closed_at = anyio.current_time()
+        with anyio.fail_after(2):
+            await eventually(lambda: bool(ended), 2)
+    assert anyio.current_time() - closed_at < 1
+    assert not (tmp_path / "clip.mp4").exists()

@@ -8,8 +8,10 @@ It works in a plain script and inside a running event loop (a Jupyter cell), whe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -48,6 +50,7 @@ class SyncClient:
         try:
             self._portal: BlockingPortal = self._stack.enter_context(
                 start_blocking_portal("asyncio"))
+            self._loop = self._portal.call(asyncio.get_running_loop)
             self._client: Client = self._stack.enter_context(
                 self._portal.wrap_async_context_manager(client))
         except BaseException:
@@ -66,8 +69,12 @@ class SyncClient:
 
     def close(self) -> None:
         """Close the Client (others waiting on it get ClientClosedError) and join the
-        thread. Safe to call twice."""
+        thread, and the worker threads its loop started (file writes). Safe to call
+        twice."""
         self._stack.close()
+        for thread in threading.enumerate():  # anyio stops its workers but does not join
+            if getattr(thread, "loop", None) is self._loop:
+                thread.join(timeout=5)
 
     # -- the Client's methods, blocking ------------------------------------------------
 

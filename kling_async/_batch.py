@@ -51,10 +51,9 @@ class BatchHost(Protocol):
 
     def _unfollow(self, channel: TaskUpdates, task_ids: list[str]) -> None: ...
 
+
 # Errors that would fail every later submission the same way: stop submitting.
 BATCH_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedError)
-
-
 
 
 @attrs.frozen

@@ -23,7 +23,7 @@ from aiohttp import web
 import kling_async as kling
 
 from ._harness import Server, api_time, cpu_seconds, emulator_process, percentile, save, table
-from .baselines import aiohttp_loop, httpx_loop
+from .baselines import aiohttp_loop, careful_loop, httpx_loop
 
 Runner = Callable[[Server, int, float], Awaitable[dict[str, float]]]
 
@@ -77,12 +77,22 @@ async def baseline_a(server: Server, tasks: int, scale: float) -> dict[str, floa
     return await aiohttp_loop.run(server.url, server.api_key, tasks, 5 / scale)
 
 
+async def baseline_a2(server: Server, tasks: int, scale: float) -> dict[str, float]:
+    return await careful_loop.per_task(server.url, server.api_key, tasks, 5 / scale, scale)
+
+
+async def baseline_a3(server: Server, tasks: int, scale: float) -> dict[str, float]:
+    return await careful_loop.batched(server.url, server.api_key, tasks, 5 / scale, scale)
+
+
 async def baseline_b(server: Server, tasks: int, scale: float) -> dict[str, float]:
     return await httpx_loop.run(server.url, server.api_key, tasks, 5 / scale)
 
 
 VARIANTS: dict[str, tuple[Runner, tuple[str, ...]]] = {
     "(a) aiohttp, GET every 5 s": (baseline_a, ("--no-batch",)),
+    "(a2) careful: sleep 0.8E, then GET every 5 s": (baseline_a2, ("--no-batch",)),
+    "(a3) careful: sleep 0.8E, then batch-read every 5 s": (baseline_a3, ()),
     "(b) httpx, GET every 5 s": (baseline_b, ("--no-batch",)),
     "kling_async, per-task GETs": (kling_run, ("--no-batch",)),
     "kling_async, batch reads": (kling_run, ()),

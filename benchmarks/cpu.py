@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -25,24 +26,15 @@ from .scale import create_tasks
 FAST = kling.PollPolicy(min_interval=0.02, max_interval=0.02, jitter=0.0, time_scale=50)
 
 
-async def floor(tasks: int, seconds: float) -> dict[str, Any]:
+async def floor(name: str, tasks: int, seconds: float,
+                runner: Callable[[str, str, list[str], float], Awaitable[int]]
+                ) -> dict[str, Any]:
     with emulator_process("--time-scale", "50", "--estimated-time", "5000") as server:
         ids = await create_tasks(server, tasks)
         before = cpu_seconds()
-        count = await raw_floor.run(server.url, server.api_key, ids, seconds)
+        count = await runner(server.url, server.api_key, ids, seconds)
         cpu = cpu_seconds() - before
-    return {"variant": "(c) raw aiohttp GET + json", "statuses": count,
-            "cpu_us_per_status": cpu / count * 1e6}
-
-
-async def batch_floor(tasks: int, seconds: float) -> dict[str, Any]:
-    with emulator_process("--time-scale", "50", "--estimated-time", "5000") as server:
-        ids = await create_tasks(server, tasks)
-        before = cpu_seconds()
-        count = await raw_floor.run_batch(server.url, server.api_key, ids, seconds)
-        cpu = cpu_seconds() - before
-    return {"variant": "(c2) raw aiohttp batch POST + json", "statuses": count,
-            "cpu_us_per_status": cpu / count * 1e6}
+    return {"variant": name, "statuses": count, "cpu_us_per_status": cpu / count * 1e6}
 
 
 async def kling_variant(name: str, tasks: int, seconds: float,
@@ -66,7 +58,9 @@ async def kling_variant(name: str, tasks: int, seconds: float,
 
 
 async def run_all(tasks: int, seconds: float) -> list[dict[str, Any]]:
-    rows = [await floor(tasks, seconds), await batch_floor(tasks, seconds),
+    rows = [await floor("(c) raw aiohttp GET + json", tasks, seconds, raw_floor.run),
+            await floor("(c2) raw aiohttp batch POST + json", tasks, seconds,
+                        raw_floor.run_batch),
             await kling_variant("kling_async, per-task GETs", tasks, seconds, ("--no-batch",)),
             await kling_variant("kling_async, batch reads", tasks, seconds, ())]
     for row in rows:  # each against the floor of its own kind of read

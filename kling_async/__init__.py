@@ -51,6 +51,7 @@ from ._models import TaskError as TaskError
 from ._models import TaskSnapshot as TaskSnapshot
 from ._models import TaskStatus as TaskStatus
 from ._models import Usage as Usage
+from ._redis_budget import RedisBudget as RedisBudget
 from ._request import Shot as Shot
 from ._request import TextToVideo as TextToVideo
 from ._statistics import ClientStatistics as ClientStatistics
@@ -85,6 +86,7 @@ __all__ = [
     "PollPolicy",
     "Progressed",
     "RateLimitError",
+    "RedisBudget",
     "RequestTimeoutError",
     "ResponseDecodeError",
     "ResultExpiredError",

@@ -26,10 +26,12 @@ from ._http import Secret, Transport, check_base_url
 from ._ids import check_idempotency_key, check_task_id, new_idempotency_key
 from ._journal import Journal
 from ._models import Credits, TaskSnapshot, TaskStatus
-from ._pacing import RequestPacer
+from ._pacing import Pacer, RequestPacer
 from ._poller import Poller
+from ._redis_budget import RedisBudget
 from ._request import TextToVideo
-from ._slots import LocalSlots
+from ._shared_slots import SharedSlots, shared_budget
+from ._slots import Admission, LocalSlots
 from ._statistics import ClientStatistics
 from ._submission import OnBound, Submitter
 from ._tasks import TaskRegistry
@@ -71,6 +73,8 @@ class Client:
         max_requests_per_second: request budget shared by submissions and reads
             (``None``: unlimited).
         max_downloads: result files downloaded at once (their own pool, no API key).
+        budget: a :class:`RedisBudget` shared by every process using this account: then
+            ``max_in_flight`` and ``max_requests_per_second`` are the account's totals.
         seed: seed for jitter (tests).
 
     An exception raised inside the block comes out as itself, not wrapped in an
@@ -82,7 +86,8 @@ class Client:
                  timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
                  poll: PollPolicy | None = None, max_connections: int = 16,
                  max_requests_per_second: float | None = 20.0,
-                 max_downloads: int = 4, seed: int | None = None) -> None:
+                 max_downloads: int = 4, budget: RedisBudget | None = None,
+                 seed: int | None = None) -> None:
         key = api_key if api_key is not None else os.environ.get("EVOLINK_API_KEY")
         if not key:
             raise ValueError("no API key: pass api_key= or set EVOLINK_API_KEY "
@@ -104,6 +109,9 @@ class Client:
         self._max_connections = max_connections
         self._rate = max_requests_per_second
         RequestPacer(max_requests_per_second)  # validates now
+        if budget is not None and not isinstance(budget, RedisBudget):
+            raise TypeError(f"budget must be a kling_async.RedisBudget, got {budget!r}")
+        self._budget = budget
         self._rng = random.Random(seed)
         self._state = _State.UNOPENED
 
@@ -116,10 +124,22 @@ class Client:
         if self._state is not _State.UNOPENED:
             raise RuntimeError("a Client can be entered only once; create a new Client")
         self._state = _State.OPEN
-        self._registry = TaskRegistry(LocalSlots(self._limit), self._poll_policy, self._rng)
+        admission: Admission
+        pacer: Pacer
+        self._shared: SharedSlots | None = None
+        if self._budget is None:
+            admission, pacer = LocalSlots(self._limit), RequestPacer(self._rate)
+        else:
+            hold = self._retry.unsettled_hold / self._poll_policy.time_scale
+            self._shared, pacer = shared_budget(self._budget, self._limit, self._rate,
+                                                hold=hold, rng=self._rng)
+            admission = self._shared
+        self._registry = TaskRegistry(admission, self._poll_policy, self._rng)
+        if self._shared is not None:
+            self._shared.on_orphans = self._registry.adopt
         self._transport = Transport(
             base_url=self._base_url, api_key=self._key, timeouts=self._timeouts,
-            retry=self._retry, pacer=RequestPacer(self._rate),
+            retry=self._retry, pacer=pacer,
             max_connections=self._max_connections, rng=self._rng,
             user_agent=f"kling-async/{package_version()}")
         self._poller = Poller(self._transport, self._poll_policy, self._registry)
@@ -135,11 +155,12 @@ class Client:
             tg=self._tg)
         try:
             await self._tg.__aenter__()
+            if self._shared is not None:
+                await self._tg.start(self._shared.run)
             await self._tg.start(self._poller.run)
         except BaseException:
             self._state = _State.CLOSED
-            await self._downloader.close()
-            await self._transport.close()
+            await self._close_resources()
             raise
         return self
 
@@ -155,8 +176,13 @@ class Client:
             with single_exceptions():
                 return await self._tg.__aexit__(exc_type, exc, tb)
         finally:
-            await self._downloader.close()
-            await self._transport.close()
+            await self._close_resources()
+
+    async def _close_resources(self) -> None:
+        await self._downloader.close()
+        await self._transport.close()
+        if self._shared is not None:
+            await self._shared.aclose()  # hands the tasks still followed to other processes
 
     def _check_open(self) -> None:
         if self._state is _State.UNOPENED:

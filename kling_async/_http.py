@@ -28,7 +28,7 @@ from ._errors import (
     request_id_of,
 )
 from ._jsonbody import MAX_BODY, parse_json
-from ._pacing import RequestPacer
+from ._pacing import Pacer
 from ._retry import Retrying, parse_retry_after
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -80,7 +80,7 @@ class Transport:
     """Requests to the API over one connection pool, retried as the request allows."""
 
     def __init__(self, *, base_url: str, api_key: Secret, timeouts: Timeouts,
-                 retry: RetryPolicy, pacer: RequestPacer, max_connections: int,
+                 retry: RetryPolicy, pacer: Pacer, max_connections: int,
                  rng: random.Random, user_agent: str) -> None:
         self._base = check_base_url(base_url)
         self._key = api_key

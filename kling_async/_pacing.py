@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import anyio
+
+
+class Pacer(Protocol):
+    """What the transport asks before every request."""
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request for ``seconds`` (a 429's ``Retry-After``)."""
+
+    async def acquire(self) -> None:
+        """Wait for pauses and for the request budget."""
 
 
 class RequestPacer:

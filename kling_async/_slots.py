@@ -21,6 +21,10 @@ import anyio.lowlevel
 from ._config import AdaptiveLimit
 from ._errors import ClientClosedError
 
+# Growth past the in-flight count of the last 429 (where the account's limit was met) is
+# this many times slower than below it: the limit is probed, not hammered.
+PROBE_PATIENCE = 4
+
 
 class Admission(Protocol):
     """The slot counter the task registry admits submissions through."""
@@ -93,6 +97,7 @@ class LocalSlots:
         self._waiters: deque[_Waiter] = deque()
         self._slow_start = True
         self._credit = 0
+        self._ceiling = 0  # in flight (others) at the last 429
         self._closed = False
         self.rejections = 0
 
@@ -165,7 +170,8 @@ class LocalSlots:
             self.capacity = min(limit.maximum, self.capacity + 1)
         else:
             self._credit += 1
-            if self._credit >= self.capacity:
+            patience = PROBE_PATIENCE if self.capacity >= self._ceiling else 1
+            if self._credit >= self.capacity * patience:
                 self._credit = 0
                 self.capacity = min(limit.maximum, self.capacity + 1)
         self._wake()
@@ -181,4 +187,5 @@ class LocalSlots:
         others = self.in_flight - 1  # the rejected submission still holds its slot
         if others > self.capacity:
             return  # still draining after the previous decrease
+        self._ceiling = others
         self.capacity = max(1, math.floor(max(others, 1) * limit.decrease))

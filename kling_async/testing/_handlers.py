@@ -60,6 +60,7 @@ class Routes:
         app.router.add_get("/v1/credits", self.credits)
         app.router.add_get("/files/{name}", self.file)
         app.router.add_get("/_emulator/timeline", self.timeline)
+        app.router.add_get("/_emulator/statistics", self.statistics)
         return app
 
     @web.middleware
@@ -361,6 +362,19 @@ class Routes:
                          for route in {r for r, _ in self.world.requests}},
             "ends": {t.id: t.ends_at for t in self.world.tasks.values()},
             "created": {t.id: t.created_at for t in self.world.tasks.values()}})
+
+
+    async def statistics(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_emulator/statistics``: the counters of ``Emulator.statistics()`` as JSON,
+        for tests whose Emulator runs in another process (``requests`` keyed
+        ``"route status"``)."""
+        stats = self.world.statistics()
+        return web.json_response({
+            "requests": {f"{route} {status}": n for (route, status), n in stats.requests.items()},
+            "tasks_created": stats.tasks_created, "peak_in_flight": stats.peak_in_flight,
+            "in_flight": stats.in_flight,
+            "tasks_per_idempotency_key": stats.tasks_per_idempotency_key,
+            "duplicate_bodies": stats.duplicate_bodies, "replays": stats.replays})
 
 
 def _route_name(request: web.Request) -> str:

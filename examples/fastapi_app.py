@@ -13,6 +13,13 @@ EvoLink can reach (https) to receive callbacks at ``/webhooks/evolink``.
 - ``GET /videos/{id}`` reads status, progress and the result link.
 - ``GET /videos/{id}/events`` streams progress as Server-Sent Events from ``watch``.
 - ``POST /webhooks/evolink`` feeds callbacks to ``ingest_callback`` and answers at once.
+
+Scale out with several workers: every worker is a process with its own Client, so they
+share the account's limits through Redis. Set ``KLING_ASYNC_REDIS_URL`` (and
+``KLING_ASYNC_MAX_IN_FLIGHT`` if you know the account's limit) and point every worker at
+the same API (a real key, or one Emulator started with ``python -m kling_async.testing``):
+
+    KLING_ASYNC_REDIS_URL=redis://localhost:6379/0 uvicorn examples.fastapi_app:app --workers 3
 """
 
 from __future__ import annotations
@@ -77,8 +84,12 @@ def create_app(*, api_key: str | None = None, base_url: str | None = None,
                 policy = policy or kling.PollPolicy(min_interval=0.05, max_interval=0.6,
                                                     time_scale=EMULATOR_SCALE)
                 local = True if local is None else local
-            app.state.client = await stack.enter_async_context(
-                kling.Client(key, base_url=url, poll=policy))
+            redis_url = os.environ.get("KLING_ASYNC_REDIS_URL")
+            limit = os.environ.get("KLING_ASYNC_MAX_IN_FLIGHT")
+            app.state.client = await stack.enter_async_context(kling.Client(
+                key, base_url=url, poll=policy,
+                max_in_flight=int(limit) if limit else None,
+                budget=kling.RedisBudget(redis_url) if redis_url else None))
             app.state.allow_local_callback = bool(local)
             yield
 

@@ -20,6 +20,7 @@ from ._http import check_base_url
 from ._ids import check_task_id
 from ._models import TaskStatus
 from ._prompts import PromptFileError
+from ._redis_budget import RedisBudget
 from ._request import TextToVideo
 from ._version import package_version
 
@@ -41,15 +42,16 @@ class Session:
 
 
 @asynccontextmanager
-async def open_session(command: str, concurrency: int | None = None
-                       ) -> AsyncIterator[Session]:
+async def open_session(command: str, concurrency: int | None = None,
+                       redis: str | None = None) -> AsyncIterator[Session]:
     """A Client on ``$EVOLINK_API_KEY``; for ``batch``/``generate`` without a key, one on
     an in-process Emulator (said on the first line). ``KLING_ASYNC_TIME_SCALE`` makes the
-    Client poll at an external Emulator's speed."""
+    Client poll at an external Emulator's speed; ``redis`` shares the account's budget."""
     key, base = os.environ.get("EVOLINK_API_KEY"), os.environ.get("EVOLINK_BASE_URL")
+    budget = shared_budget(redis)
     if key:
         base_url = check_base_url(base or DEFAULT_BASE_URL)
-        async with Client(max_in_flight=concurrency) as client:
+        async with Client(max_in_flight=concurrency, budget=budget) as client:
             yield Session(client, base_url, emulated=False)
         return
     if base:
@@ -64,8 +66,18 @@ async def open_session(command: str, concurrency: int | None = None
     async with Emulator(time_scale=EMULATOR_SCALE) as emulator:
         print(f"No EVOLINK_API_KEY set: using the built-in Emulator at {emulator.url} "
               "(nothing is spent; set EVOLINK_API_KEY to generate real clips).", flush=True)
-        async with emulator.client(max_in_flight=concurrency) as client:
+        async with emulator.client(max_in_flight=concurrency, budget=budget) as client:
             yield Session(client, emulator.url, emulated=True)
+
+
+def shared_budget(url: str | None) -> RedisBudget | None:
+    """The budget of ``--redis`` (or ``$KLING_ASYNC_REDIS_URL``), checked."""
+    if not url:
+        return None
+    try:
+        return RedisBudget(url)
+    except (ValueError, ImportError) as exc:
+        raise CommandError(f"--redis: {exc}") from exc
 
 
 def request_defaults(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,7 +105,7 @@ async def run_generate_command(args: argparse.Namespace) -> int:
     from ._cli_display import GenerateProgress
 
     request = TextToVideo(prompt=args.prompt, **request_defaults(args))
-    async with open_session("generate") as session:
+    async with open_session("generate", redis=args.redis) as session:
         client = session.client
         snapshot = await client.submit(request)
         args.task_id = snapshot.id  # for the Ctrl-C message
@@ -169,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--aspect-ratio", choices=["16:9", "9:16", "1:1"], default=None,
                          help="the server's default when not given")
         sub.add_argument("--sound", action="store_true", help="generate sound effects")
+        sub.add_argument("--redis", metavar="URL", default=os.environ.get("KLING_ASYNC_REDIS_URL"),
+                         help="share the account's slots and request budget with every "
+                         "process using this Redis (default: $KLING_ASYNC_REDIS_URL)")
 
     batch = command("batch", "generate a file of prompts, resumably")
     batch.add_argument("prompts", help="a text file (one prompt a line), a JSONL file (one "

@@ -80,7 +80,7 @@ def prepare_batch(args: argparse.Namespace) -> None:
 async def run_batch_command(args: argparse.Namespace) -> int:
     """``kling-async batch``: every line checked, then submitted, followed and downloaded."""
     out, requests = Path(args.out), args.requests
-    async with open_session("batch", args.concurrency) as session:
+    async with open_session("batch", args.concurrency, args.redis) as session:
         journal = await anyio.to_thread.run_sync(open_journal, out, session, args)
         display = make_display([(i.request.prompt, i.key) for i in requests])
         try:

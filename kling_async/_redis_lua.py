@@ -55,6 +55,11 @@ end
 local function used()
   return redis.call('ZCARD', slots) + redis.call('ZCARD', limbo)
 end
+local function capacity()
+  if fixed > 0 then return fixed end
+  return tonumber(redis.call('HGET', meta, 'cap'))
+end
+local used_before, cap_before = used(), capacity()
 
 -- 1. the adaptive limit (before the removals: a rejected submission still holds its slot)
 if fixed == 0 and (accepted > 0 or rejected > 0) then
@@ -97,10 +102,10 @@ end
 base = base + n_add
 
 -- 3. members given back
-local freed = 0
 for i = 1, n_gone do
   local member = ARGV[base + i]
-  freed = freed + redis.call('ZREM', slots, member) + redis.call('ZREM', limbo, member)
+  redis.call('ZREM', slots, member)
+  redis.call('ZREM', limbo, member)
   redis.call('ZREM', queue, member)
   redis.call('ZREM', qlease, member)
 end
@@ -112,7 +117,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', qlease, '-inf', now, 'LIMIT'
   redis.call('ZREM', queue, member)
   redis.call('ZREM', qlease, member)
 end
-freed = freed + redis.call('ZREMRANGEBYSCORE', limbo, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', limbo, '-inf', now)
 local orphans = {}
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', slots, '-inf', now, 'LIMIT', 0, 50)) do
   if string.sub(member, 1, 2) == 't:' then
@@ -142,8 +147,7 @@ for i = 0, n_wait - 1 do
   end
   redis.call('ZADD', qlease, now + lease, member)
 end
-local cap = fixed
-if cap == 0 then cap = tonumber(redis.call('HGET', meta, 'cap')) end
+local cap = capacity()
 local count = used()
 local granted = {}
 local settle = tonumber(redis.call('HGET', meta, 'settle') or '0')
@@ -158,8 +162,9 @@ if n_wait > 0 and count < cap and now >= settle then
   end
   count = count + #granted
 end
-if (freed > 0 or #granted > 0) and count < cap and redis.call('ZCARD', queue) > 0 then
-  redis.call('PUBLISH', KEYS[7], 'wake')  -- others wait at the head of the queue
+local opened = count < used_before or cap > cap_before or #granted > 0
+if opened and count < cap and redis.call('ZCARD', queue) > 0 then
+  redis.call('PUBLISH', KEYS[7], 'wake')  -- slots are free and others wait for them
 end
 return {granted, orphans, count, cap, born}
 """

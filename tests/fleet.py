@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,6 +27,13 @@ class RemoteEmulator:
         """``GET /_emulator/statistics``."""
         async with aiohttp.ClientSession() as session, session.get(
                 f"{self.url}/_emulator/statistics") as response:
+            data: dict[str, Any] = await response.json()
+            return data
+
+    async def timeline(self) -> dict[str, Any]:
+        """``GET /_emulator/timeline`` (every task's creation and end, in API time)."""
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{self.url}/_emulator/timeline") as response:
             data: dict[str, Any] = await response.json()
             return data
 
@@ -86,9 +93,14 @@ async def finish(process: anyio.abc.Process, already: bytes = b"") -> dict[str, 
     return summary
 
 
-async def run_fleet(emu: RemoteEmulator, workers: int, *args: str) -> list[dict[str, Any]]:
-    """``workers`` budget workers with the same ``args`` (each its own tag), all finished."""
-    processes = [await start_worker(emu, *args, "--tag", f"w{n}") for n in range(workers)]
+async def run_fleet(emu: RemoteEmulator, workers: int, *args: str,
+                    tasks: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """``workers`` budget workers with the same ``args`` (each its own tag, and its own
+    ``--tasks`` if ``tasks`` is given), all finished."""
+    processes = []
+    for n in range(workers):
+        own = ["--tag", f"w{n}"] + (["--tasks", str(tasks[n])] if tasks else [])
+        processes.append(await start_worker(emu, *args, *own))
     summaries: list[dict[str, Any]] = [{} for _ in processes]
 
     async def one(n: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -12,6 +13,7 @@ import pytest
 import kling_async as kling
 from kling_async.testing import Emulator, Fault
 
+from .cli_helpers import SCALE, cli, write_prompts
 from .conftest import FAST_POLL, FAST_RETRY
 from .redis_server import RedisServer, free_port, redis_server
 
@@ -204,10 +206,32 @@ def test_budget_arguments_are_checked_and_the_password_never_shown() -> None:
 async def test_an_unreachable_redis_at_start_fails_closed(
         caplog: pytest.LogCaptureFixture) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    async with Emulator(time_scale=0, seed=5) as emu:
-        async with budget_client(emu, kling.RedisBudget(nowhere, name="never")) as client:
-            with anyio.move_on_after(1.0) as scope:
-                await client.submit(kling.TextToVideo(prompt="never sent"))
-            assert scope.cancelled_caught
-            assert emu.statistics().tasks_created == 0
+    budget = kling.RedisBudget(nowhere, name="never")
+    async with Emulator(time_scale=0, seed=5) as emu, budget_client(emu, budget) as client:
+        with anyio.move_on_after(1.0) as scope:
+            await client.submit(kling.TextToVideo(prompt="never sent"))
+        assert scope.cancelled_caught
+        assert emu.statistics().tasks_created == 0
     assert any(nowhere.removesuffix("/0") in r.getMessage() for r in caplog.records)
+
+
+async def test_the_command_shares_the_budget(redis: RedisServer, tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "prompts.txt", 6)
+    async with Emulator(time_scale=SCALE, seed=5, max_concurrent_tasks=2) as emu:
+        code, out, err = await cli("batch", str(prompts), "--out", str(tmp_path / "clips"),
+                                   "--concurrency", "2", "--redis", redis.url, emu=emu)
+        assert code == 0, err
+        stats = emu.statistics()
+    assert stats.tasks_created == 6
+    assert stats.count("create", 429) == 0
+    assert len(list((tmp_path / "clips").glob("*.mp4"))) == 6
+    assert zcard(redis, SLOTS % "default") == 0
+
+
+async def test_the_command_names_a_bad_redis_url(tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "prompts.txt", 1)
+    code, _, err = await cli("batch", str(prompts), "--out", str(tmp_path / "clips"),
+                             "--redis", "localhost:6379", emu=None)
+    assert code == 2
+    assert "--redis" in err
+    assert "redis://" in err

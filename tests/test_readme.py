@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from .redis_server import REDIS_SERVER, redis_server
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"^```(?P<info>[^\n]*)\n(?P<code>.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -25,14 +27,20 @@ def python_blocks() -> list[tuple[int, str]]:
 
 
 @contextmanager
-def emulator_environment() -> Iterator[dict[str, str]]:
-    """``kling-async emulator`` in its own process; its three printed lines, exported."""
+def emulator_environment(*, redis: bool = False) -> Iterator[dict[str, str]]:
+    """``kling-async emulator`` in its own process; its three printed lines, exported
+    (and ``KLING_ASYNC_REDIS_URL`` of a redis-server started for the block if ``redis``)."""
     command = [sys.executable, "-m", "kling_async", "emulator", "--time-scale", "1000"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
             lines = [process.stdout.readline().strip() for _ in range(3)]
-            yield {**os.environ, **dict(line.split("=", 1) for line in lines)}
+            env = {**os.environ, **dict(line.split("=", 1) for line in lines)}
+            if not redis:
+                yield env
+                return
+            with redis_server() as server:
+                yield {**env, "KLING_ASYNC_REDIS_URL": server.url}
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -54,7 +62,9 @@ def test_readme_block_runs(line: int, code: str, tmp_path: Path) -> None:
     else:
         path = tmp_path / "example.py"
         path.write_text(code)
-        with emulator_environment() as env:
+        if "RedisBudget" in code and REDIS_SERVER is None:
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        with emulator_environment(redis="RedisBudget" in code) as env:
             done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env,
                                   capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, f"README.md line {line}:\n{done.stdout}\n{done.stderr}"

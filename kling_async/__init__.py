@@ -24,7 +24,9 @@ from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import ClientClosedError as ClientClosedError
 from ._errors import ConnectError as ConnectError
+from ._errors import CreditLimitError as CreditLimitError
 from ._errors import IdempotencyConflictError as IdempotencyConflictError
+from ._errors import ImageFileError as ImageFileError
 from ._errors import InsufficientCreditsError as InsufficientCreditsError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import KlingError as KlingError
@@ -44,6 +46,8 @@ from ._events import Progressed as Progressed
 from ._events import Submitted as Submitted
 from ._events import Succeeded as Succeeded
 from ._ids import new_idempotency_key as new_idempotency_key
+from ._image_request import ImageToVideo as ImageToVideo
+from ._image_request import MotionControl as MotionControl
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
 from ._models import Credits as Credits
@@ -71,16 +75,20 @@ __all__ = [
     "ClientClosedError",
     "ClientStatistics",
     "ConnectError",
+    "CreditLimitError",
     "Credits",
     "DownloadError",
     "Failed",
     "IdempotencyConflictError",
+    "ImageFileError",
+    "ImageToVideo",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "Item",
     "Journal",
     "JournalEntry",
     "KlingError",
+    "MotionControl",
     "NotFoundError",
     "PermissionDeniedError",
     "PollPolicy",

@@ -19,6 +19,7 @@ from ._download import DownloadError, inside, safe_name
 from ._errors import (
     AuthenticationError,
     ClientClosedError,
+    CreditLimitError,
     InsufficientCreditsError,
     KlingError,
     PermissionDeniedError,
@@ -30,14 +31,14 @@ from ._groups import single_exceptions
 from ._ids import new_idempotency_key
 from ._journal import Journal, JournalEntry, JournalMismatchError, digest_of
 from ._models import TaskSnapshot, TaskStatus
-from ._request import TextToVideo
+from ._requests import REQUEST_TYPES, VideoRequest
 from ._watch import TaskUpdate, TaskUpdates, update_of
 
 
 class BatchHost(Protocol):
     """What a batch needs from the Client that runs it (no import of the Client)."""
 
-    async def _submit(self, request: TextToVideo, key: str,
+    async def _submit(self, request: VideoRequest, key: str,
                       on_bound: Callable[[TaskSnapshot], Awaitable[None]] | None = None
                       ) -> TaskSnapshot: ...
 
@@ -52,6 +53,7 @@ class BatchHost(Protocol):
     def _unfollow(self, channel: TaskUpdates, task_ids: list[str]) -> None: ...
 
 
+_SETTLED = ("completed", "downloaded", "failed")
 # Errors that would fail every later submission the same way: stop submitting.
 BATCH_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedError)
 
@@ -61,14 +63,38 @@ class BatchPlan:
     """A batch's requests and keys, their wire bodies and digests, and what a journal
     knows."""
 
-    requests: list[TextToVideo]
+    requests: list[VideoRequest]
     keys: list[str | None]
     bodies: list[dict[str, Any]]
     digests: list[str]
     entries: dict[int, JournalEntry]
+    max_credits: float | None = None
 
 
-def plan_batch(items: Sequence[TextToVideo | Item], journal: Journal | None) -> BatchPlan:
+def check_credits(plan: BatchPlan, max_credits: float | None) -> BatchPlan:
+    """Refuse, before anything is sent, a batch whose published-price estimate passes
+    ``max_credits`` or cannot be made (items the journal shows as paid are not counted)."""
+    if max_credits is None:
+        return plan
+    limit: object = max_credits
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
+        raise ValueError(f"max_credits must be a number > 0, got {max_credits!r}")
+    todo = [i for i in range(len(plan.requests)) if i not in plan.entries
+            or (plan.entries[i].task_id is None and plan.entries[i].state not in _SETTLED)]
+    unknown = [i for i in todo if plan.requests[i].estimated_credits is None]
+    if unknown:
+        shown = ", ".join(f"{i} ({plan.requests[i].model})" for i in unknown[:5])
+        raise ValueError(f"max_credits needs a published price for every request; none "
+                         f"for request(s) {shown} (4k, or motion control without "
+                         "video_seconds); nothing was sent")
+    total = sum(plan.requests[i].estimated_credits or 0.0 for i in todo)
+    if total > max_credits:
+        raise ValueError(f"the batch is estimated at {total:g} credits at published prices, "
+                         f"over max_credits={max_credits:g}; nothing was sent")
+    return attrs.evolve(plan, max_credits=float(max_credits))
+
+
+def plan_batch(items: Sequence[VideoRequest | Item], journal: Journal | None) -> BatchPlan:
     """Wire bodies, their digests and the journal's entries; refuse a foreign journal.
 
     An item's key is part of its digest (so a journal of other keys is refused), but
@@ -99,12 +125,13 @@ class _Run:
         self.tg = tg
         self.journal = journal
         self.download_to = download_to
-        self.todo: Iterator[tuple[int, TextToVideo]] = iter(enumerate(plan.requests))
+        self.todo: Iterator[tuple[int, VideoRequest]] = iter(enumerate(plan.requests))
         self.updates = TaskUpdates((), open_ended=True)
         self.index_of: dict[str, int] = {}
         self.last: dict[int, tuple[TaskStatus, int]] = {}
         self.stop: KlingError | None = None
         self.closed: ClientClosedError | None = None
+        self.committed = 0.0  # credits reserved by this run's submissions
 
     async def emit(self, kind: type[BatchEvent], index: int, **fields: Any) -> None:
         """Send one event of request ``index``, with the request's own key."""
@@ -125,6 +152,15 @@ class _Run:
             if self.stop is not None:
                 await self.emit(Failed, index, error=self.stop)
                 continue
+            estimate = request.estimated_credits or 0.0
+            if not self.affordable(estimate):
+                await self.emit(Failed, index, error=CreditLimitError(
+                    f"not submitted: {self.committed:g} credits are reserved and this request "
+                    f"needs {estimate:g} more, over max_credits={plan.max_credits:g}",
+                    limit=plan.max_credits or 0.0, committed=self.committed,
+                    needed=estimate))
+                continue
+            self.committed += estimate  # held while the POST runs (submitters in parallel)
             key = entry.idempotency_key if entry is not None else new_idempotency_key()
             on_bound = None
             if journal is not None:
@@ -135,15 +171,24 @@ class _Run:
                 snapshot = await self.client._submit(request, key, on_bound)
             except SubmissionUnknownError as exc:
                 await self.emit(Failed, index, error=exc)  # journal: resend later
-                continue
+                continue  # it may have been charged: its estimate stays committed
             except KlingError as exc:
+                self.committed -= estimate  # refused: nothing was charged
                 if isinstance(exc, BATCH_FATAL) and self.stop is None:
                     self.stop = exc
                 if journal is not None:
                     await journal.refused(index, getattr(exc, "code", None), str(exc))
                 await self.emit(Failed, index, error=exc)
                 continue
+            reserved = snapshot.usage.credits_reserved if snapshot.usage else None
+            if reserved is not None:
+                self.committed += reserved - estimate  # the server's figure wins
             await self.announce(index, snapshot)
+
+    def affordable(self, estimate: float) -> bool:
+        """Whether ``estimate`` more keeps the run within ``max_credits``."""
+        limit = self.plan.max_credits
+        return limit is None or self.committed + estimate <= limit + 1e-9
 
     async def resume(self, index: int, entry: JournalEntry) -> bool:
         """Carry on from the journal; False means "send it (again) with its key"."""
@@ -268,19 +313,19 @@ async def run_batch(client: BatchHost, plan: BatchPlan,
 
 
 @asynccontextmanager
-async def open_batch(client: BatchHost, requests: Iterable[TextToVideo | Item], *,
+async def open_batch(client: BatchHost, requests: Iterable[VideoRequest | Item], *,
                      download_to: str | os.PathLike[str] | None, journal: Journal | None,
-                     submit_concurrency: int
+                     submit_concurrency: int, max_credits: float | None = None
                      ) -> AsyncIterator[anyio.abc.ObjectReceiveStream[BatchEvent]]:
     """``Client.generate_many``: check everything, then run the batch beside the block."""
     items = list(requests)
     for number, item in enumerate(items):
-        if not isinstance(item, (TextToVideo, Item)):
+        if not isinstance(item, (*REQUEST_TYPES, Item)):
             raise TypeError(f"requests[{number}] is a {type(item).__name__}, "
-                            "not a TextToVideo or Item")
+                            "not a TextToVideo, ImageToVideo, MotionControl or Item")
     if submit_concurrency < 1:
         raise ValueError("submit_concurrency must be >= 1")
-    plan = plan_batch(items, journal)  # a foreign journal is refused before sending
+    plan = check_credits(plan_batch(items, journal), max_credits)  # before sending
     folder = None if download_to is None else Path(download_to)
     send, receive = anyio.create_memory_object_stream[BatchEvent](64)
     with single_exceptions():

@@ -19,9 +19,9 @@ from ._errors import KlingError
 from ._http import check_base_url
 from ._ids import check_task_id
 from ._models import TaskStatus
-from ._prompts import PromptFileError
+from ._pricing import PER_SECOND
+from ._prompts import PromptFileError, build_request
 from ._redis_budget import RedisBudget
-from ._request import TextToVideo
 from ._version import package_version
 
 EMULATOR_SCALE = 100.0  # the embedded Emulator runs a 300 s clip in 3 s
@@ -84,8 +84,9 @@ def request_defaults(args: argparse.Namespace) -> dict[str, Any]:
     """Fields given on the command line, applied to every request."""
     fields: dict[str, Any] = {"duration": args.duration, "quality": args.quality,
                               "sound": args.sound}
-    if args.aspect_ratio:
-        fields["aspect_ratio"] = args.aspect_ratio
+    for name in ("aspect_ratio", "model", "image"):
+        if getattr(args, name):
+            fields[name] = getattr(args, name)
     return fields
 
 
@@ -104,7 +105,7 @@ async def run_generate_command(args: argparse.Namespace) -> int:
     """``kling-async generate``: one clip, with its progress."""
     from ._cli_display import GenerateProgress
 
-    request = TextToVideo(prompt=args.prompt, **request_defaults(args))
+    request = build_request({"prompt": args.prompt}, request_defaults(args))
     async with open_session("generate", redis=args.redis) as session:
         client = session.client
         snapshot = await client.submit(request)
@@ -181,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--aspect-ratio", choices=["16:9", "9:16", "1:1"], default=None,
                          help="the server's default when not given")
         sub.add_argument("--sound", action="store_true", help="generate sound effects")
+        sub.add_argument("--model", choices=sorted(PER_SECOND), default=None,
+                         help="the Kling model (default: kling-v3-text-to-video, or "
+                         "kling-v3-image-to-video with --image)")
+        sub.add_argument("--image", metavar="PATH|URL", default=None,
+                         help="a first frame (a local file is uploaded) for image-to-video, "
+                         "or the character of a motion control")
         sub.add_argument("--redis", metavar="URL", default=os.environ.get("KLING_ASYNC_REDIS_URL"),
                          help="share the account's slots and request budget with every "
                          "process using this Redis (default: $KLING_ASYNC_REDIS_URL)")
@@ -195,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start over, ignoring the folder's journal")
     batch.add_argument("--abandon-unfinished", action="store_true",
                        help="with --fresh: forget paid tasks that have not finished")
+    batch.add_argument("--max-credits", type=float, default=None, metavar="N",
+                       help="refuse the batch if its estimate at published prices passes N "
+                       "credits, and stop submitting before the credits reserved would")
+    batch.add_argument("--estimate", action="store_true",
+                       help="print each item's estimated credits and the total; send nothing")
     batch.add_argument("--retry-failed", action="store_true",
                        help="submit the items that failed in an earlier run again")
     request_options(batch)
@@ -224,7 +236,7 @@ def resume_command(arguments: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 1 failures, 2 bad input, 130 ^C)."""
-    from ._cli_batch import prepare_batch, run_batch_command
+    from ._cli_batch import prepare_batch, print_estimate, run_batch_command
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
@@ -240,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "batch":
             prepare_batch(args)  # every line is checked before anything starts
+            if args.estimate:
+                print_estimate(args.requests)
+                return 0
         if args.command == "download":
             args.output_is_folder = args.output is not None and Path(args.output).is_dir()
         return anyio.run(commands[args.command], args)

@@ -17,7 +17,9 @@ from ._cli import (
     resume_command,
 )
 from ._cli_display import Tally, make_display
+from ._events import Item
 from ._journal import Journal, JournalEntry, JournalMismatchError
+from ._pricing import PRICES_SOURCE
 from ._prompts import load_requests
 
 JOURNAL_NAME = ".kling-journal.sqlite3"
@@ -87,7 +89,8 @@ async def run_batch_command(args: argparse.Namespace) -> int:
             started = anyio.current_time()
             with display:
                 async with session.client.generate_many(
-                        requests, download_to=out, journal=journal) as events:
+                        requests, download_to=out, journal=journal,
+                        max_credits=args.max_credits) as events:
                     async for event in events:
                         display.event(event)
         except JournalMismatchError as exc:
@@ -102,11 +105,30 @@ async def run_batch_command(args: argparse.Namespace) -> int:
     return 1 if display.tally.failed else 0
 
 
+def print_estimate(items: list[Item]) -> None:
+    """``--estimate``: each item's credits at the published prices, and the total."""
+    total, unknown = 0.0, 0
+    print(f"{'item':>5}  {'model':<30} {'quality':<7} {'seconds':>7} {'credits':>9}")
+    for number, item in enumerate(items, start=1):
+        request = item.request
+        credits = request.estimated_credits
+        seconds = getattr(request, "duration", getattr(request, "video_seconds", None))
+        shown = f"{credits:9.4g}" if credits is not None else "  unknown"
+        print(f"{number:>5}  {request.model:<30} {request.quality:<7} "
+              f"{seconds if seconds is not None else '?':>7} {shown}")
+        total += credits or 0.0
+        unknown += credits is None
+    print(f"total: {format_credits(total)} credits for {len(items)} item(s)"
+          + (f", {unknown} without a published price" if unknown else "")
+          + f" ({PRICES_SOURCE}); nothing was sent")
+
+
 def summarize(tally: Tally, elapsed: float, out: Path, args: argparse.Namespace) -> None:
     """The closing lines: counts, credits, reasons, and what to do about failures."""
     failed = sum(tally.failed.values())
     print(f"\n{tally.succeeded} succeeded, {failed} failed of {tally.total} in {elapsed:.1f} "
-          f"s; {format_credits(tally.credits)} credits used. Clips in {out}/")
+          f"s; {format_credits(tally.reserved)} credits reserved, "
+          f"{format_credits(tally.credits)} used. Clips in {out}/")
     for reason, count in tally.failed.most_common():
         advice = " (worth retrying)" if reason in tally.retryable else ""
         print(f"  {count} x {reason}{advice}")

@@ -37,12 +37,16 @@ class Tally:
         self.succeeded = 0
         self.failed: Counter[str] = Counter()
         self.retryable: set[str] = set()  # failure reasons worth submitting again
-        self.credits = 0.0
+        self.credits = 0.0  # used by succeeded tasks
+        self.reserved = 0.0  # reserved by every submission seen
 
     def record(self, event: BatchEvent) -> None:
         """Count an event."""
         if isinstance(event, Submitted):
             self.submitted += 1
+            usage = event.snapshot.usage
+            if usage is not None and not event.resumed:
+                self.reserved += usage.credits_reserved or 0.0
         elif isinstance(event, Succeeded):
             self.succeeded += 1
             usage = event.snapshot.usage

@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -22,25 +23,27 @@ from ._download import Downloader, source_url
 from ._errors import ClientClosedError, TaskFailedError
 from ._events import BatchEvent, Item
 from ._groups import single_exceptions
-from ._http import Secret, Transport, check_base_url
+from ._http import Secret, Transport, check_base_url, is_loopback_host
 from ._ids import check_idempotency_key, check_task_id, new_idempotency_key
 from ._journal import Journal
 from ._models import Credits, TaskSnapshot, TaskStatus
 from ._pacing import Pacer, RequestPacer
 from ._poller import Poller
 from ._redis_budget import RedisBudget
-from ._request import TextToVideo
+from ._requests import VideoRequest, check_request
 from ._shared_slots import SharedSlots, shared_budget
 from ._slots import Admission, LocalSlots
 from ._statistics import ClientStatistics
 from ._submission import OnBound, Submitter
 from ._tasks import TaskRegistry
+from ._upload import Uploader
 from ._version import package_version
 from ._watch import TaskUpdate, TaskUpdates
 
 logger = logging.getLogger("kling_async")
 
 DEFAULT_BASE_URL = "https://api.evolink.ai"
+DEFAULT_FILES_URL = "https://files-api.evolink.ai"
 OnProgress = Callable[[TaskUpdate], object]
 
 
@@ -73,6 +76,9 @@ class Client:
         max_requests_per_second: request budget shared by submissions and reads
             (``None``: unlimited).
         max_downloads: result files downloaded at once (their own pool, no API key).
+        files_url: where local images are uploaded: ``$EVOLINK_FILES_URL``, else the
+            ``base_url`` itself for a loopback Emulator, else
+            ``https://files-api.evolink.ai``.
         budget: a :class:`RedisBudget` shared by every process using this account: then
             ``max_in_flight`` and ``max_requests_per_second`` are the account's totals.
         seed: seed for jitter (tests).
@@ -86,8 +92,8 @@ class Client:
                  timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
                  poll: PollPolicy | None = None, max_connections: int = 16,
                  max_requests_per_second: float | None = 20.0,
-                 max_downloads: int = 4, budget: RedisBudget | None = None,
-                 seed: int | None = None) -> None:
+                 max_downloads: int = 4, files_url: str | None = None,
+                 budget: RedisBudget | None = None, seed: int | None = None) -> None:
         key = api_key if api_key is not None else os.environ.get("EVOLINK_API_KEY")
         if not key:
             raise ValueError("no API key: pass api_key= or set EVOLINK_API_KEY "
@@ -112,6 +118,9 @@ class Client:
         if budget is not None and not isinstance(budget, RedisBudget):
             raise TypeError(f"budget must be a kling_async.RedisBudget, got {budget!r}")
         self._budget = budget
+        self._files_url = check_base_url(files_url or os.environ.get("EVOLINK_FILES_URL") or (
+            self._base_url if is_loopback_host(urlsplit(self._base_url).hostname or "")
+            else DEFAULT_FILES_URL))
         self._rng = random.Random(seed)
         self._state = _State.UNOPENED
 
@@ -146,6 +155,8 @@ class Client:
         self._downloader = Downloader(timeouts=self._timeouts, retry=self._retry,
                                       limit=self._max_downloads, rng=self._rng,
                                       user_agent=f"kling-async/{package_version()}")
+        self._uploader = Uploader(files_url=self._files_url, api_key=self._key,
+                                  timeouts=self._timeouts, retry=self._retry, rng=self._rng)
         await self._transport.open()
         await self._downloader.open()
         self._tg = anyio.create_task_group()
@@ -179,6 +190,7 @@ class Client:
             await self._close_resources()
 
     async def _close_resources(self) -> None:
+        await self._uploader.close()
         await self._downloader.close()
         await self._transport.close()
         if self._shared is not None:
@@ -193,7 +205,7 @@ class Client:
 
     # -- submitting -----------------------------------------------------------------------
 
-    async def submit(self, request: TextToVideo, *,
+    async def submit(self, request: VideoRequest, *,
                      idempotency_key: str | None = None) -> TaskSnapshot:
         """Submit one paid generation and return its first snapshot (``pending``).
 
@@ -204,7 +216,9 @@ class Client:
         key, for up to ``RetryPolicy.rate_limit_patience`` seconds.
 
         Raises:
-            TypeError: ``request`` is not a :class:`TextToVideo`.
+            TypeError: ``request`` is not a :class:`TextToVideo`, :class:`ImageToVideo` or
+                :class:`MotionControl`.
+            ImageFileError: a local image cannot be used (nothing was sent or charged).
             InvalidRequestError: the server refused the request (nothing was charged).
             AuthenticationError: the key was refused (nothing was charged).
             InsufficientCreditsError: too few credits (nothing was charged).
@@ -221,16 +235,32 @@ class Client:
         cancellation propagates.
         """
         self._check_open()
-        if not isinstance(request, TextToVideo):
-            raise TypeError(f"submit() takes a TextToVideo, got {type(request).__name__}")
+        check_request(request, "submit()")
         key = (new_idempotency_key() if idempotency_key is None
                else check_idempotency_key(idempotency_key))
         return await self._submit(request, key)
 
-    async def _submit(self, request: TextToVideo, key: str,
+    async def _submit(self, request: VideoRequest, key: str,
                       on_bound: OnBound | None = None) -> TaskSnapshot:
         self._check_open()
+        request = await self._uploader.resolve(request)  # before a slot is taken
         return await self._submitter.submit(request_to_wire(request), key, on_bound)
+
+    async def upload(self, source: str | os.PathLike[str] | bytes) -> str:
+        """Put a local image (a path, or its bytes) on EvoLink's file hosting and return
+        its URL, for requests that take image URLs. Each distinct file is uploaded once
+        per Client; the files expire after 72 hours on the service.
+
+        Request classes accept a ``pathlib.Path`` and call this for you on submit, with
+        the model's documented limits checked first.
+
+        Raises:
+            ImageFileError: not a readable jpg, png, gif or webp image of at most 100 MB
+                (nothing was sent).
+        """
+        self._check_open()
+        return await self._uploader.upload(
+            source if isinstance(source, bytes) else Path(os.fspath(source)))
 
     def track(self, task_ids: Iterable[str]) -> None:
         """Adopt tasks from an earlier run: poll them and count them against the slots."""
@@ -320,7 +350,7 @@ class Client:
             raise TaskFailedError(final.snapshot)
         return final.snapshot
 
-    async def generate(self, request: TextToVideo, *, idempotency_key: str | None = None,
+    async def generate(self, request: VideoRequest, *, idempotency_key: str | None = None,
                        on_progress: OnProgress | None = None) -> TaskSnapshot:
         """One clip in one call: :meth:`submit`, then :meth:`wait_finished`; returns the
         completed snapshot (``video_url`` holds the result link).
@@ -332,7 +362,7 @@ class Client:
         snapshot = await self.submit(request, idempotency_key=idempotency_key)
         return await self.wait_finished(snapshot.id, on_progress=on_progress)
 
-    async def generate_file(self, request: TextToVideo, path: str | os.PathLike[str], *,
+    async def generate_file(self, request: VideoRequest, path: str | os.PathLike[str], *,
                             idempotency_key: str | None = None,
                             on_progress: OnProgress | None = None) -> Path:
         """:meth:`generate`, then :meth:`download` the clip to ``path``; returns the path.
@@ -370,9 +400,10 @@ class Client:
 
     # -- batches and callbacks ------------------------------------------------------------
 
-    def generate_many(self, requests: Iterable[TextToVideo | Item], *,
+    def generate_many(self, requests: Iterable[VideoRequest | Item], *,
                       download_to: str | os.PathLike[str] | None = None,
-                      journal: Journal | None = None, submit_concurrency: int = 4
+                      journal: Journal | None = None, submit_concurrency: int = 4,
+                      max_credits: float | None = None
                       ) -> AbstractAsyncContextManager[anyio.abc.ObjectReceiveStream[BatchEvent]]:
         """Run many generations; yields a stream of ``Submitted``, ``Progressed``,
         ``Succeeded`` and ``Failed`` events, each carrying the request's ``index``.
@@ -385,22 +416,29 @@ class Client:
         submitted keep running on the server and keep their slots until they finish.
 
         Args:
-            requests: :class:`TextToVideo` requests, or :class:`Item` values that add your
-                own key; events carry the index (and the key).
+            requests: :class:`TextToVideo`, :class:`ImageToVideo` or :class:`MotionControl`
+                requests, or :class:`Item` values that add your own key; events carry the
+                index (and the key).
             download_to: a folder; each finished clip is downloaded there as soon as its
                 task succeeds (``NNNNN-<task id>.mp4``) before ``Succeeded`` is sent.
             journal: a :class:`Journal`; running the same batch again with it resumes:
                 finished items are reported without new work, unfinished tasks are
                 re-attached, and unsettled submissions are re-sent with their key.
             submit_concurrency: submissions in flight at once (slots still apply).
+            max_credits: a spending cap. The batch is refused before anything is sent if
+                its estimate at published prices (``estimated_credits``) passes it or
+                cannot be made; while it runs, a request whose estimate would take the
+                credits reserved so far (the server's ``usage.credits_reserved``) past
+                it is not submitted and ends as ``Failed`` with :class:`CreditLimitError`.
 
         Raises:
-            ValueError: the journal records a different batch (before anything is sent).
+            ValueError: the journal records a different batch, or ``max_credits`` is
+                passed by the estimate (before anything is sent).
             ClientClosedError: the Client closed while the block was still running.
         """
         self._check_open()
         return open_batch(self, requests, download_to=download_to, journal=journal,
-                          submit_concurrency=submit_concurrency)
+                          submit_concurrency=submit_concurrency, max_credits=max_credits)
 
     def ingest_callback(self, payload: bytes | str | Mapping[str, Any]) -> bool:
         """Feed a callback body received by your web app to the client.

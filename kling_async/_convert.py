@@ -15,16 +15,17 @@ import functools
 import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.gen import make_dict_structure_fn, override
 
 from ._errors import ResponseDecodeError
 from ._jsonbody import parse_json
 from ._models import Credits, TaskError, TaskSnapshot, TaskStatus, Usage
-from ._request import TextToVideo
+from ._requests import REQUEST_TYPES, VideoRequest
 
 _STATUSES = {s.value: s for s in TaskStatus if s is not TaskStatus.UNKNOWN}
 # A cancelled task is a failed one to us (the docs list four statuses; callbacks speak of
@@ -140,14 +141,8 @@ def make_converter() -> cattrs.Converter:
         unlimited=override(rename="unlimited_credits", struct_hook=lambda v, _: v is True),
         account_remaining=override(omit=True), account_used=override(omit=True))
     converter.register_structure_hook(Credits, functools.partial(_credits, credits_fn))
-    converter.register_unstructure_hook(TextToVideo, functools.partial(
-        _request, make_dict_unstructure_fn(
-            TextToVideo, converter, sound=override(unstruct_hook=lambda on: "on" if on else "off"),
-            negative_prompt=override(omit_if_default=True),
-            aspect_ratio=override(omit_if_default=True),
-            callback_url=override(omit_if_default=True), multi_shot=override(omit=True),
-            shots=override(omit=True), watermark=override(omit=True),
-            allow_local_callback=override(omit=True))))
+    converter.register_unstructure_hook_func(
+        lambda cls: isinstance(cls, type) and issubclass(cls, REQUEST_TYPES), request_body)
     return converter
 
 
@@ -192,20 +187,42 @@ def _credits(generated: Any, data: object, _: type) -> Credits:
     return credits
 
 
-def _request(generated: Any, req: TextToVideo) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": req.model, **generated(req)}
-    params: dict[str, Any] = {}
-    if req.shot_type is not None:
-        params["multi_shot"] = True
-        params["shot_type"] = req.shot_type
-    if req.shots:
-        params["multi_prompt"] = [
-            {"index": n, "prompt": shot.prompt, "duration": str(shot.duration)}
-            for n, shot in enumerate(req.shots, start=1)]
-    if req.watermark is not None:
-        params["watermark_info"] = {"enabled": req.watermark}
-    if params:
-        body["model_params"] = params
+_ENCODE: dict[str, Any] = {
+    "plain": lambda v: str(v) if isinstance(v, Path) else v,  # a local file, not uploaded yet
+    "on_off": lambda on: "on" if on else "off",
+    "shot_type": lambda kind: {"multi_shot": True, "shot_type": kind},
+    "shots": lambda shots: [{"index": n, "prompt": s.prompt, "duration": str(s.duration)}
+                            for n, s in enumerate(shots, start=1)],
+    "elements": lambda ids: [{"element_id": i} for i in ids],
+    "watermark": lambda on: {"enabled": on},
+    "url_list": lambda v: [str(x) for x in v] if isinstance(v, tuple) else [str(v)],
+}
+
+
+def request_body(req: VideoRequest, *, every_field: bool = False) -> dict[str, Any]:
+    """Any request class's body, from its fields' ``wire`` metadata (``_request_rules``):
+    a field goes where its path says, encoded as it says, if its model takes it (or
+    ``every_field``, for tests of what the server refuses) and it is set (or marked
+    ``always``)."""
+    body: dict[str, Any] = {"model": req.model}
+    for field in attrs.fields(type(req)):
+        path = field.metadata.get("wire")
+        models = field.metadata.get("models")
+        value = getattr(req, field.name)
+        if path is None or (models is not None and req.model not in models
+                            and not every_field):
+            continue
+        if value is None or value == () or (value == "" and not field.metadata["always"]):
+            continue
+        target = body
+        *parents, leaf = path.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        encoded = _ENCODE[field.metadata["encoding"]](value)
+        if isinstance(encoded, dict):
+            target.setdefault(leaf, {}).update(encoded)
+        else:
+            target[leaf] = encoded
     return body
 
 
@@ -221,7 +238,7 @@ def excerpt(data: Any) -> str:
     return _EXCERPT.repr(data)[:200]
 
 
-def request_to_wire(req: TextToVideo) -> dict[str, Any]:
+def request_to_wire(req: VideoRequest) -> dict[str, Any]:
     """The JSON body for ``POST /v1/videos/generations``."""
     body: dict[str, Any] = CONVERTER.unstructure(req)
     return body

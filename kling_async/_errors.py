@@ -39,6 +39,29 @@ class KlingError(Exception):
     """Root of every error about the API or the network."""
 
 
+class ImageFileError(KlingError, ValueError):
+    """A local image cannot be used (missing, too large, wrong type or dimensions); found
+    before anything was uploaded or paid for. Also a ``ValueError``."""
+
+
+class CreditLimitError(KlingError):
+    """A batch's ``max_credits`` would be passed: this request was not submitted.
+
+    Attributes:
+        limit: the ``max_credits`` given.
+        committed: credits reserved by the batch's submissions so far (the server's
+            ``usage.credits_reserved``, else the estimate).
+        needed: this request's estimated credits.
+    """
+
+    def __init__(self, message: str, *, limit: float, committed: float,
+                 needed: float | None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.committed = committed
+        self.needed = needed
+
+
 class ClientClosedError(RuntimeError):
     """The Client closed while this call was waiting on it.
 

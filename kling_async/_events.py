@@ -8,7 +8,7 @@ import attrs
 
 from ._errors import KlingError
 from ._models import TaskSnapshot, TaskStatus
-from ._request import TextToVideo
+from ._requests import REQUEST_TYPES, VideoRequest
 
 MAX_KEY = 256
 
@@ -30,7 +30,7 @@ class Item:
         key: your identifier, 1-256 characters.
     """
 
-    request: TextToVideo = attrs.field(validator=attrs.validators.instance_of(TextToVideo))
+    request: VideoRequest = attrs.field(validator=attrs.validators.instance_of(REQUEST_TYPES))
     key: str | None = attrs.field(default=None, validator=_check_key)
 
 

@@ -12,15 +12,19 @@ from typing import Any
 import attrs
 
 from ._events import Item
+from ._image_request import ImageToVideo, MotionControl
 from ._request import Shot, TextToVideo
+from ._requests import VideoRequest
 
 
 class PromptFileError(ValueError):
     """The prompts file cannot be used (the message names the file, and the line)."""
 
 
-_FIELDS = frozenset(a.name for a in attrs.fields(TextToVideo)) - {"shots",
-                                                                  "allow_local_callback"}
+_CLASSES = (TextToVideo, ImageToVideo, MotionControl)
+_FIELDS = frozenset(a.name for c in _CLASSES for a in attrs.fields(c)) - {
+    "shots", "allow_local_callback", "images", "elements"}
+_IMAGE_FIELDS = ("image", "image_start", "image_end")
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 
@@ -42,12 +46,43 @@ def read_text(path: Path) -> str:
         raise PromptFileError(f"{path}: {exc.strerror or exc}") from None
 
 
+def build_request(fields: dict[str, Any], defaults: dict[str, Any],
+                  folder: Path = Path()) -> VideoRequest:
+    """The request class that ``fields`` (over ``defaults``) describe: a ``video`` or a
+    motion-control model makes a :class:`MotionControl`, an image or an image-to-video
+    model an :class:`ImageToVideo`, anything else a :class:`TextToVideo`. ``image`` is the
+    first frame (or the motion-control character); a value that is not an http(s) URL is
+    a local file, relative to ``folder``. Defaults a class does not take are left out."""
+    merged = {**defaults, **fields}
+    model = str(merged.get("model") or "")
+    cls: type[VideoRequest]
+    if "video" in merged or model.endswith("motion-control"):
+        cls = MotionControl
+    elif model.endswith("image-to-video") or any(merged.get(f) for f in _IMAGE_FIELDS):
+        cls = ImageToVideo
+    else:
+        cls = TextToVideo
+    names = {a.name for a in attrs.fields(cls)}
+    if cls is ImageToVideo and "image" in merged:
+        merged["image_start"] = merged.pop("image")
+    for name in ("image", "image_start", "image_end"):
+        value = merged.get(name)
+        if isinstance(value, str) and not value.startswith(("https://", "http://")):
+            merged[name] = folder / value
+    unknown = [k for k in fields if k not in names and k not in ("image", "id")]
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}")
+    return cls(**{k: v for k, v in merged.items() if k in names})
+
+
 def load_requests(path: Path, defaults: dict[str, Any]) -> list[Item]:
     """Read ``path`` into requests, checking every line before anything is sent.
 
     A ``.csv`` file has a header row: a ``prompt`` column and any request field
-    (``duration``, ``aspect_ratio``, ``quality``, ``sound``, ``negative_prompt``,
-    ``watermark``, ``multi_shot``, ``callback_url``); empty cells are left unset. A
+    (``model``, ``image``, ``image_end``, ``duration``, ``aspect_ratio``, ``quality``,
+    ``sound``, ``negative_prompt``, ``watermark``, ``multi_shot``, ``callback_url``, ...);
+    empty cells are left unset (see :func:`build_request`; images are paths relative to
+    the file, or URLs). A
     ``.jsonl`` file (or one whose first entry starts with ``{``) holds one request object
     a line, e.g. ``{"prompt": "...", "duration": 8, "shots": [...]}``; any other file
     holds one prompt a line. Blank lines and lines starting with ``#`` are skipped.
@@ -69,9 +104,9 @@ def load_requests(path: Path, defaults: dict[str, Any]) -> list[Item]:
     items = []
     for number, raw in rows:
         try:
-            fields = {**defaults, **parse(raw)}
+            fields = parse(raw)
             key = fields.pop("id", None)
-            items.append(Item(TextToVideo(**fields),
+            items.append(Item(build_request(fields, defaults, path.parent),
                               key=None if key is None else str(key)))
         except (ValueError, TypeError, KeyError) as exc:
             raise PromptFileError(f"{path}:{number}: {exc}") from exc
@@ -94,7 +129,7 @@ def _json_fields(line: str) -> dict[str, Any]:
 def _csv_rows(path: Path, text: str) -> list[tuple[int, Any]]:
     reader = csv.DictReader(io.StringIO(text))
     columns = [c.strip() for c in reader.fieldnames or []]
-    unknown = [c for c in columns if c not in _FIELDS and c != "id"]
+    unknown = [c for c in columns if c not in _FIELDS and c not in ("id", "image")]
     if "prompt" not in columns or unknown:
         raise PromptFileError(
             f"{path}: the header must name a 'prompt' column and request fields only"
@@ -113,15 +148,15 @@ def _csv_fields(cells: dict[str, str]) -> dict[str, Any]:
 
 
 def _cell(name: str, value: str) -> Any:
-    if name == "duration":
+    if name in ("duration", "video_seconds"):
         try:
             return int(value)
         except ValueError:
-            raise ValueError(f"TextToVideo.duration must be an integer; got {value!r}") from None
-    if name in ("sound", "watermark"):
+            raise ValueError(f"{name} must be an integer; got {value!r}") from None
+    if name in ("sound", "watermark", "keep_sound"):
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
-        raise ValueError(f"TextToVideo.{name} must be true or false; got {value!r}")
+        raise ValueError(f"{name} must be true or false; got {value!r}")
     return value

@@ -26,7 +26,7 @@ from ._client import Client
 from ._events import BatchEvent, Item
 from ._journal import Journal
 from ._models import Credits, TaskSnapshot
-from ._request import TextToVideo
+from ._requests import VideoRequest
 from ._statistics import ClientStatistics
 from ._watch import TaskUpdate
 
@@ -78,7 +78,7 @@ class SyncClient:
 
     # -- the Client's methods, blocking ------------------------------------------------
 
-    def submit(self, request: TextToVideo, *, idempotency_key: str | None = None
+    def submit(self, request: VideoRequest, *, idempotency_key: str | None = None
                ) -> TaskSnapshot:
         """Blocking :meth:`Client.submit`."""
         return self._portal.call(partial(self._client.submit, request,
@@ -103,14 +103,14 @@ class SyncClient:
         return self._portal.call(partial(self._client.wait_finished, task_id,
                                          on_progress=on_progress))
 
-    def generate(self, request: TextToVideo, *, idempotency_key: str | None = None,
+    def generate(self, request: VideoRequest, *, idempotency_key: str | None = None,
                  on_progress: OnProgress | None = None) -> TaskSnapshot:
         """Blocking :meth:`Client.generate`."""
         return self._portal.call(partial(self._client.generate, request,
                                          idempotency_key=idempotency_key,
                                          on_progress=on_progress))
 
-    def generate_file(self, request: TextToVideo, path: str | os.PathLike[str], *,
+    def generate_file(self, request: VideoRequest, path: str | os.PathLike[str], *,
                       idempotency_key: str | None = None,
                       on_progress: OnProgress | None = None) -> Path:
         """Blocking :meth:`Client.generate_file`."""
@@ -137,14 +137,15 @@ class SyncClient:
             yield self._iterate(updates.__anext__, StopAsyncIteration)
 
     @contextlib.contextmanager
-    def generate_many(self, requests: Iterable[TextToVideo | Item], *,
+    def generate_many(self, requests: Iterable[VideoRequest | Item], *,
                       download_to: str | os.PathLike[str] | None = None,
-                      journal: Journal | None = None, submit_concurrency: int = 4
-                      ) -> Iterator[Iterator[BatchEvent]]:
+                      journal: Journal | None = None, submit_concurrency: int = 4,
+                      max_credits: float | None = None) -> Iterator[Iterator[BatchEvent]]:
         """:meth:`Client.generate_many` as a blocking iterator of events."""
         manager = self._client.generate_many(list(requests), download_to=download_to,
                                              journal=journal,
-                                             submit_concurrency=submit_concurrency)
+                                             submit_concurrency=submit_concurrency,
+                                             max_credits=max_credits)
         with self._portal.wrap_async_context_manager(manager) as events:
             yield self._iterate(events.receive, anyio.EndOfStream)
 

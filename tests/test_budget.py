@@ -218,8 +218,8 @@ async def test_an_unreachable_redis_at_start_fails_closed(
 async def test_the_command_shares_the_budget(redis: RedisServer, tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path / "prompts.txt", 6)
     async with Emulator(time_scale=SCALE, seed=5, max_concurrent_tasks=2) as emu:
-        code, out, err = await cli("batch", str(prompts), "--out", str(tmp_path / "clips"),
-                                   "--concurrency", "2", "--redis", redis.url, emu=emu)
+        code, _, err = await cli("batch", str(prompts), "--out", str(tmp_path / "clips"),
+                                 "--concurrency", "2", "--redis", redis.url, emu=emu)
         assert code == 0, err
         stats = emu.statistics()
     assert stats.tasks_created == 6

@@ -8,8 +8,8 @@ from typing import Literal
 
 import attrs
 
-Route = Literal["create", "get", "batch", "list", "credits", "file", "*"]
-ROUTES: tuple[str, ...] = ("create", "get", "batch", "list", "credits", "file")
+Route = Literal["create", "get", "batch", "list", "credits", "file", "upload", "*"]
+ROUTES: tuple[str, ...] = ("create", "get", "batch", "list", "credits", "file", "upload")
 FaultKind = Literal["error", "html", "reset", "slow", "malformed", "body"]
 
 _CODES = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import time
@@ -12,6 +14,7 @@ import anyio
 from aiohttp import web
 
 from ._callbacks import is_local_or_private
+from ._family import FAMILY, validate_family
 from ._faults import Fault, envelope
 from ._files import send_file
 from ._state import Account, EmuTask, body_digest, presigned_query
@@ -20,9 +23,10 @@ from ._validate import MODEL, BodyError, validate_body
 if TYPE_CHECKING:
     from ._emulator import Emulator
 
-KNOWN_MODELS = frozenset({
-    MODEL, "kling-v3-image-to-video", "kling-v3-turbo-text-to-video", "kling-o3-text-to-video",
-})
+GENERATED = frozenset({MODEL, *FAMILY})
+KNOWN_MODELS = GENERATED | {"kling-o3-reference-to-video", "kling-o3-video-edit",
+                            "kling-v2.6-motion-control", "kling-o1-image-to-video"}
+MAX_UPLOAD = 100 * 1024 * 1024
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._-]{16,96}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,6 +64,8 @@ class Routes:
         app.router.add_get("/v1/credits", self.credits)
         app.router.add_get("/files/{name}", self.file)
         app.router.add_get("/_emulator/timeline", self.timeline)
+        app.router.add_post("/api/v1/files/upload/base64", self.upload)
+        app.router.add_get("/uploads/{name}", self.uploaded)
         app.router.add_get("/_emulator/statistics", self.statistics)
         return app
 
@@ -175,10 +181,13 @@ class Routes:
             if fault is not None:
                 return await self._misbehave(request, fault, replay)
             return web.json_response(replay, headers={"Idempotency-Replayed": "true"})
-        if model != MODEL:
-            return error(400, message=f"The Emulator only generates {MODEL}", param="model")
+        if model not in GENERATED:
+            return error(400, message=f"The Emulator does not generate {model}", param="model")
         try:
-            validate_body(body)
+            if model == MODEL:
+                validate_body(body)
+            else:
+                validate_family(body, self._hosted)
         except BodyError as exc:
             return error(400, message=exc.message, param=exc.param)
         callback = body.get("callback_url")
@@ -320,6 +329,54 @@ class Routes:
             return await self._misbehave(request, fault, payload)
         return web.json_response(payload)
 
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """``POST /api/v1/files/upload/base64``: file hosting (jpeg, png, gif, webp; at
+        most 100 MB); the file is served back at ``/uploads/<id>.<ext>``."""
+        account = self._account(request)
+        if isinstance(account, web.Response):
+            return account
+        fault = self.emu.faults.draw("upload")
+        if fault is not None:
+            return await self._misbehave(request, fault, None)
+        try:
+            body = await request.json()
+            data_url = body["base64_data"]
+            encoded = data_url.split(",", 1)[1] if data_url.startswith("data:") else data_url
+            data = base64.b64decode(encoded, validate=True)
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+            return error(400, message="base64_data must be base64 image data",
+                         param="base64_data")
+        kind = _image_kind(data)
+        if kind is None:
+            return error(400, message="only image/jpeg, image/png, image/gif and image/webp "
+                         "files can be uploaded", param="base64_data")
+        if len(data) > MAX_UPLOAD:
+            return error(413, message="files are at most 100 MB", param="base64_data")
+        self.world.upload_requests.append(
+            {"headers": sorted(k.lower() for k in request.headers), "keys": sorted(body)})
+        file_id = f"file_{len(self.world.uploads) + 1:06d}"
+        name = f"{file_id}.{kind}"
+        self.world.uploads[name] = data
+        url = f"{self.emu.url}/uploads/{name}"
+        return web.json_response({"success": True, "code": 200, "msg": "File uploaded", "data": {
+            "file_id": file_id, "file_name": name, "original_name": name,
+            "file_size": len(data), "mime_type": f"image/{kind}", "upload_path": "images",
+            "file_url": url, "download_url": url,
+            "expires_at": "in 72 hours"}})
+
+    async def uploaded(self, request: web.Request) -> web.StreamResponse:
+        """``GET /uploads/<name>``: an uploaded file."""
+        data = self.world.uploads.get(request.match_info["name"])
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        kind = request.match_info["name"].rsplit(".", 1)[-1]
+        return web.Response(body=data, content_type=f"image/{kind}")
+
+    def _hosted(self, url: str) -> bool:
+        """An input URL the service could fetch: uploads must exist; others are trusted."""
+        prefix = f"{self.emu.url}/uploads/"
+        return not url.startswith(prefix) or url.removeprefix(prefix) in self.world.uploads
+
     async def file(self, request: web.Request) -> web.StreamResponse:
         """``GET /files/{task_id}.mp4``: the result clip, until it expires."""
         if "Authorization" in request.headers:
@@ -377,6 +434,18 @@ class Routes:
             "duplicate_bodies": stats.duplicate_bodies, "replays": stats.replays})
 
 
+def _image_kind(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
 def _route_name(request: web.Request) -> str:
     path, method = request.path, request.method
     if path == "/v1/videos/generations":
@@ -391,6 +460,8 @@ def _route_name(request: web.Request) -> str:
         return "credits"
     if path.startswith("/files/"):
         return "file"
+    if path.startswith(("/api/v1/files/", "/uploads/")):
+        return "upload"
     if path.startswith("/_emulator/"):
         return "emulator"
     return "other"

@@ -21,15 +21,8 @@ from urllib.parse import quote
 import attrs
 
 from ._clock import EmulatorClock
+from ._family import price_of, seconds_of
 from ._timeline import Timeline, make_timeline
-
-# Published per-second prices in credits (evolink.ai Kling 3.0 page); 4k is unpublished,
-# the Emulator charges 1.5x the 1080p price for it.
-PRICES = {
-    ("720p", False): 5.4, ("720p", True): 8.1,
-    ("1080p", False): 7.1982, ("1080p", True): 10.8,
-    ("4k", False): 10.7973, ("4k", True): 16.2,
-}
 
 FAILURE_MESSAGES = {
     "content_policy_violation": "Content policy violation.\nYour request was blocked by "
@@ -151,6 +144,8 @@ class World:
         self.tasks: dict[str, EmuTask] = {}
         self.idempotency: dict[tuple[str, str], tuple[str, str]] = {}
         self.scripted_failures: list[str] = []
+        self.uploads: dict[str, bytes] = {}
+        self.upload_requests: list[dict[str, list[str]]] = []  # header names, body keys
         self._ends: list[tuple[float, str]] = []
         self.reset_statistics()
 
@@ -223,9 +218,7 @@ class World:
 
     def price(self, body: Mapping[str, Any]) -> float:
         """Credits reserved for ``body`` at the published per-second prices."""
-        quality = body.get("quality", "720p")
-        sound = body.get("sound", "off") == "on"
-        return round(PRICES[(quality, sound)] * int(body.get("duration", 5)), 4)
+        return price_of(dict(body))
 
     def create(self, account: Account, body: Mapping[str, Any], digest: str,
                idempotency_key: str | None) -> EmuTask:
@@ -236,7 +229,7 @@ class World:
         elif self.failure_rate and self.rng.random() < self.failure_rate:
             failure = self.rng.choice(self.failure_codes)
         now = self.clock.now()
-        duration = int(body.get("duration", 5))
+        duration = seconds_of(dict(body))
         task = EmuTask(
             id=self.new_task_id(), key=account.key, model=str(body["model"]),
             created_unix=self.clock.unix(), created_at=now,

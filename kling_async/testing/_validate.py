@@ -53,12 +53,12 @@ def validate_body(body: Any) -> None:
     params = body.get("model_params", {})
     if not isinstance(params, dict):
         raise BodyError("model_params", "model_params must be an object")
-    customize = _validate_model_params(params, duration)
+    customize = validate_model_params(params, duration)
     if not customize and not prompt.strip():
         raise BodyError("prompt", "prompt is required unless multi_shot customize is used")
 
 
-def _validate_model_params(params: dict[str, Any], duration: int) -> bool:
+def validate_model_params(params: dict[str, Any], duration: int) -> bool:
     """Check ``model_params``; return True when the shots come from ``multi_prompt``."""
     watermark = params.get("watermark_info")
     if watermark is not None and (

@@ -84,6 +84,10 @@ class SyncClient:
         return self._portal.call(partial(self._client.submit, request,
                                          idempotency_key=idempotency_key))
 
+    def upload(self, source: str | os.PathLike[str] | bytes) -> str:
+        """Blocking :meth:`Client.upload`."""
+        return self._portal.call(self._client.upload, source)
+
     def get(self, task_id: str) -> TaskSnapshot:
         """Blocking :meth:`Client.get`."""
         return self._portal.call(self._client.get, task_id)

@@ -62,6 +62,9 @@ def test_readme_block_runs(line: int, code: str, tmp_path: Path) -> None:
     else:
         path = tmp_path / "example.py"
         path.write_text(code)
+        (tmp_path / "examples").mkdir()  # blocks read the example files as from the repo
+        for picture in README.parent.glob("examples/*.png"):
+            (tmp_path / "examples" / picture.name).write_bytes(picture.read_bytes())
         if "RedisBudget" in code and REDIS_SERVER is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
         with emulator_environment(redis="RedisBudget" in code) as env:

@@ -346,3 +346,21 @@ async def test_the_command_animates_local_images(tmp_path: Path) -> None:
                              "kling-v3-turbo-text-to-video", "--quality", "4k", emu=None)
     assert code == 2
     assert "TextToVideo.quality must be one of 720p, 1080p" in err
+
+
+async def test_a_journaled_image_batch_resumes_without_paying_again(tmp_path: Path) -> None:
+    frame = tmp_path / "frame.png"
+    frame.write_bytes(png(400, 400))
+    requests = [kling.ImageToVideo(image_start=frame, prompt=f"take {n}") for n in range(3)]
+    async with Emulator(time_scale=SCALE, seed=4) as emu:
+        for _ in range(2):
+            journal = kling.Journal(tmp_path / "journal.sqlite3")
+            async with emu.client() as client, client.generate_many(
+                    requests, journal=journal) as events:
+                kinds = [type(e).__name__ async for e in events
+                         if not isinstance(e, kling.Progressed)]
+            journal.close()
+        stats = emu.statistics()
+    assert kinds == ["Succeeded"] * 3  # the second run only reports
+    assert stats.tasks_created == 3
+    assert stats.count("upload") == 1

@@ -235,3 +235,28 @@ async def test_the_command_names_a_bad_redis_url(tmp_path: Path) -> None:
     assert code == 2
     assert "--redis" in err
     assert "redis://" in err
+
+
+async def test_a_client_closing_ends_its_waiters_and_leaves_the_queue(
+        redis: RedisServer) -> None:
+    async with Emulator(time_scale=0, seed=5) as emu:
+        budget = kling.RedisBudget(redis.url, name="closing", lease=2)
+        errors: list[BaseException] = []
+        async with budget_client(emu, budget, max_in_flight=1) as holder:
+            await holder.submit(kling.TextToVideo(prompt="holds the slot"))
+            closing = budget_client(emu, budget, max_in_flight=1)
+
+            async def wait_for_a_slot() -> None:
+                try:
+                    await closing.submit(kling.TextToVideo(prompt="never sent"))
+                except kling.ClientClosedError as exc:
+                    errors.append(exc)
+
+            async with anyio.create_task_group() as tg, closing:
+                tg.start_soon(wait_for_a_slot)
+                with anyio.fail_after(5):
+                    while zcard(redis, QUEUE % "closing") == 0:
+                        await anyio.sleep(0.02)
+            assert len(errors) == 1  # the waiter ended with the Client, not hanging
+            assert zcard(redis, QUEUE % "closing") == 0  # and left the shared queue
+            assert emu.statistics().tasks_created == 1

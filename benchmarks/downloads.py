@@ -3,13 +3,16 @@
     python -m benchmarks.downloads --files 50 --size 20000000
 
 Both download the same finished clips, 4 at a time, into a temporary folder. The raw
-baseline streams 256 KiB chunks straight to disk with no checks, resume or rename.
+baseline streams 256 KiB chunks straight to disk with no checks, resume or rename. The two
+alternate for ``--rounds`` rounds (raw then SDK, then SDK then raw, ...); each round's
+ratio is SDK over raw, and the table reports medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -60,34 +63,48 @@ async def sdk(server: Server, urls: list[str], folder: Path) -> None:
             tg.start_soon(client.download, url, folder / f"{n}.mp4")
 
 
-async def measure(files: int, size: int) -> list[dict[str, Any]]:
-    rows = []
+async def one_run(name: str, server: Server, urls: list[str], files: int,
+                  size: int) -> dict[str, float]:
+    """Download every URL once with ``name``; throughput and peak RSS growth."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak, baseline = 0, rss_kib()
+
+        async def monitor() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, rss_kib())
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.ensure_future(monitor())
+        started = time.monotonic()
+        if name.startswith("raw"):
+            await raw(urls, Path(tmp))
+        else:
+            await sdk(server, urls, Path(tmp))
+        elapsed = time.monotonic() - started
+        watcher.cancel()
+        written = sum(p.stat().st_size for p in Path(tmp).glob("*.mp4"))  # noqa: ASYNC240
+    assert written == files * size, (written, files * size)
+    return {"mb_per_s": written / elapsed / 1e6, "peak_rss_growth_mib": (peak - baseline) / 1024}
+
+
+async def measure(files: int, size: int, rounds: int) -> list[dict[str, Any]]:
+    names = ("raw aiohttp streaming", "kling_async download")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with emulator_process("--time-scale", "1000", "--result-size", str(size)) as server:
         urls = await result_urls(server, files)
-        for name in ("raw aiohttp streaming", "kling_async download"):
-            with tempfile.TemporaryDirectory() as tmp:
-                peak, baseline = 0, rss_kib()
-
-                async def monitor() -> None:
-                    nonlocal peak
-                    while True:
-                        peak = max(peak, rss_kib())
-                        await asyncio.sleep(0.01)
-
-                watcher = asyncio.ensure_future(monitor())
-                started = time.monotonic()
-                if name.startswith("raw"):
-                    await raw(urls, Path(tmp))
-                else:
-                    await sdk(server, urls, Path(tmp))
-                elapsed = time.monotonic() - started
-                watcher.cancel()
-                written = sum(p.stat().st_size for p in Path(tmp).glob("*.mp4"))  # noqa: ASYNC240
-            assert written == files * size, (written, files * size)
-            rows.append({"variant": name, "files": files, "mb_per_s": written / elapsed / 1e6,
-                         "peak_rss_growth_mib": (peak - baseline) / 1024, "seconds": elapsed})
-    for row in rows:
-        row["vs_raw"] = row["mb_per_s"] / rows[0]["mb_per_s"]
+        for number in range(rounds):  # the order alternates: raw first, then SDK first
+            for name in (names if number % 2 == 0 else names[::-1]):
+                runs[name].append(await one_run(name, server, urls, files, size))
+    ratios = [s["mb_per_s"] / r["mb_per_s"] for r, s in zip(*runs.values(), strict=True)]
+    rows = []
+    for name in names:
+        speeds = [run["mb_per_s"] for run in runs[name]]
+        rows.append({"variant": name, "files": files, "rounds": rounds,
+                     "mb_per_s": statistics.median(speeds), "runs_mb_per_s": speeds,
+                     "peak_rss_growth_mib": max(r["peak_rss_growth_mib"] for r in runs[name]),
+                     "vs_raw": 1.0 if name.startswith("raw") else statistics.median(ratios)})
+    rows[1]["round_ratios"] = ratios
     return rows
 
 
@@ -95,10 +112,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--size", type=int, default=20_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    rows = asyncio.run(measure(args.files, args.size))
-    print(table(rows, ["variant", "files", "mb_per_s", "vs_raw", "peak_rss_growth_mib"]))
-    command = f"python -m benchmarks.downloads --files {args.files} --size {args.size}"
+    rows = asyncio.run(measure(args.files, args.size, args.rounds))
+    print(table(rows, ["variant", "files", "rounds", "mb_per_s", "vs_raw",
+                       "peak_rss_growth_mib"]))
+    print("SDK / raw per round:", ", ".join(f"{r:.2f}" for r in rows[1]["round_ratios"]))
+    command = (f"python -m benchmarks.downloads --files {args.files} --size {args.size} "
+               f"--rounds {args.rounds}")
     print("saved", save("downloads", command, rows, size=args.size))
 
 

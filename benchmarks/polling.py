@@ -135,8 +135,11 @@ def main() -> None:
     columns = ["variant", "tasks", "reads_per_task", "fewer_reads_than_a", "lag_p50_s",
                "lag_p95_s", "lag_p95_real_ms", "connections", "client_cpu_s"]
     print(table(rows, columns))
-    command = f"python -m benchmarks.polling --tasks {args.tasks} --scale {args.scale:g}"
-    print("saved", save("polling", command, rows, scale=args.scale))
+    command = (f"python -m benchmarks.polling --tasks {args.tasks} --scale {args.scale:g}"
+               + "".join(f' --only "{o}"' for o in args.only or ()))
+    # A run of some variants only is kept apart from the full table (and its chart).
+    name = "polling_selected" if args.only else "polling"
+    print("saved", save(name, command, rows, scale=args.scale))
 
 
 if __name__ == "__main__":

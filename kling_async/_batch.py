@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -94,21 +95,35 @@ def check_credits(plan: BatchPlan, max_credits: float | None) -> BatchPlan:
     return attrs.evolve(plan, max_credits=float(max_credits))
 
 
-def plan_batch(items: Sequence[VideoRequest | Item], journal: Journal | None) -> BatchPlan:
+PLAN_CHUNK = 500  # requests encoded between two yields to the event loop
+
+
+async def plan_batch(items: Sequence[VideoRequest | Item], journal: Journal | None
+                     ) -> BatchPlan:
     """Wire bodies, their digests and the journal's entries; refuse a foreign journal.
 
+    Only a journal needs bodies and digests, so without one nothing is encoded here
+    (each request is encoded once, when it is submitted). With one they are computed
+    in chunks that yield to the event loop, so a batch of 50,000 does not stall it.
     An item's key is part of its digest (so a journal of other keys is refused), but
     only when it has one: journals of plain requests keep their digests.
     """
     requests = [i.request if isinstance(i, Item) else i for i in items]
     keys = [i.key if isinstance(i, Item) else None for i in items]
-    bodies = [request_to_wire(r) for r in requests]
-    digests = [digest_of(b if k is None else {"request": b, "key": k})
-               for b, k in zip(bodies, keys, strict=True)]
-    entries = journal.entries() if journal is not None else {}
+    bodies: list[dict[str, Any]] = []
+    digests: list[str] = []
+    if journal is None:
+        return BatchPlan(requests, keys, bodies, digests, {})
+    for start in range(0, len(requests), PLAN_CHUNK):
+        for request, key in zip(requests[start:start + PLAN_CHUNK],
+                                keys[start:start + PLAN_CHUNK], strict=True):
+            body = request_to_wire(request)
+            bodies.append(body)
+            digests.append(digest_of(body if key is None else {"request": body, "key": key}))
+        await anyio.lowlevel.checkpoint()
+    entries = journal.entries()
     for index, entry in entries.items():
         if index >= len(requests) or entry.digest != digests[index]:
-            assert journal is not None  # entries come from it
             raise JournalMismatchError(
                 f"the journal {str(journal.path)!r} records a different request at index "
                 f"{index}; use a new journal for a different batch", index)
@@ -325,7 +340,7 @@ async def open_batch(client: BatchHost, requests: Iterable[VideoRequest | Item],
                             "not a TextToVideo, ImageToVideo, MotionControl or Item")
     if submit_concurrency < 1:
         raise ValueError("submit_concurrency must be >= 1")
-    plan = check_credits(plan_batch(items, journal), max_credits)  # before sending
+    plan = check_credits(await plan_batch(items, journal), max_credits)  # before sending
     folder = None if download_to is None else Path(download_to)
     send, receive = anyio.create_memory_object_stream[BatchEvent](64)
     with single_exceptions():

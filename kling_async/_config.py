@@ -131,10 +131,12 @@ class PollPolicy:
 class AdaptiveLimit:
     """Find the account's concurrency limit instead of being told it.
 
-    Starts at ``initial`` slots, doubles while submissions succeed until the first
-    rejection, then grows by one slot per window of successful submissions and shrinks
-    to ``decrease`` times the in-flight count on each 429; never below 1 or above
-    ``maximum``.
+    Starts at ``initial`` slots and doubles while submissions succeed. A 429 means the
+    account is full: the capacity becomes what is in flight (the limit found), and it is
+    probed again only rarely (one slot more per four windows of successful
+    submissions; below the limit found, one per window). A 429 with fewer tasks in flight
+    than at the last one (the limit shrank) sets the capacity to ``decrease`` times the
+    in-flight count. Never below 1 or above ``maximum``.
     """
 
     initial: int = 4

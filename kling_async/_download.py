@@ -12,11 +12,13 @@ import logging
 import os
 import random
 import re
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 import yarl
 
 from ._config import RetryPolicy, Timeouts
@@ -32,8 +34,8 @@ from ._retry import Retrying
 
 logger = logging.getLogger("kling_async")
 
-CHUNK = 256 * 1024
-WRITE_BLOCK = 1024 * 1024  # bytes gathered per write (one worker-thread hop each)
+WRITE_BLOCK = 1024 * 1024  # bytes gathered per write
+INLINE_WRITE_BUDGET = 0.002  # seconds a block may take to be written on the event loop
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -115,19 +117,21 @@ class Downloader:
         Downloads to one path run one after the other in this process; another process
         writing the same path is refused with :class:`DownloadError`.
         """
-        target = Path(await anyio.Path(target).absolute())
+        target = Path(os.path.abspath(target))  # noqa: ASYNC240 - string work and getcwd, no disk I/O
         lock, users = self._paths.get(target, (anyio.Lock(), 0))
         self._paths[target] = (lock, users + 1)
         try:
             async with lock, self._limiter:
-                await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
                 part = await anyio.to_thread.run_sync(_Partial.open, target, url, task_id)
+                done = False
                 try:
                     await self._fetch_all(url, part)
-                    await anyio.to_thread.run_sync(part.finish)
+                    await anyio.to_thread.run_sync(part.finish)  # renames, then closes
+                    done = True
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(part.close)
+                    if not done:
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(part.close)
         finally:
             lock, users = self._paths[target]
             if users == 1:
@@ -175,16 +179,7 @@ class Downloader:
                 if response.status == 200:
                     await anyio.to_thread.run_sync(part.restart, response.headers.get("ETag"))
                 total = _total_size(response, part.size)
-                pending: list[bytes] = []
-                gathered = 0
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    pending.append(chunk)
-                    gathered += len(chunk)
-                    if gathered >= WRITE_BLOCK:
-                        await anyio.to_thread.run_sync(part.append, pending)
-                        pending, gathered = [], 0
-                if pending:
-                    await anyio.to_thread.run_sync(part.append, pending)
+                await _stream(response, part)
         except aiohttp.ConnectionTimeoutError as exc:
             raise ConnectError(f"timed out connecting for {url}") from exc
         except TimeoutError as exc:
@@ -195,6 +190,25 @@ class Downloader:
             raise TransportError(f"download of {url}: {type(exc).__name__}: {exc}") from exc
         if total is not None and part.size != total:
             raise _IncompleteError(f"got {part.size} of {total} bytes")
+
+
+async def _stream(response: aiohttp.ClientResponse, part: _Partial) -> None:
+    """Body to file in blocks of ``WRITE_BLOCK`` bytes, at most one block held.
+
+    A block goes to the page cache in well under a millisecond, so it is written inline
+    while writes stay that fast; once one takes longer (a slow or network disk), every
+    later block of this download is written in a worker thread instead.
+    """
+    pending: list[bytes] = []
+    gathered = 0
+    async for chunk in response.content.iter_any():
+        pending.append(chunk)
+        gathered += len(chunk)
+        if gathered >= WRITE_BLOCK:
+            await part.write(pending)
+            pending, gathered = [], 0
+    if pending:
+        await part.write(pending)
 
 
 class _Partial:
@@ -212,9 +226,11 @@ class _Partial:
         self._file = file
         self._meta = meta
         self.size = file.seek(0, os.SEEK_END)
+        self.fast = True  # writes so far took less than INLINE_WRITE_BUDGET
 
     @classmethod
     def open(cls, target: Path, url: str, task_id: str | None) -> _Partial:
+        target.parent.mkdir(parents=True, exist_ok=True)
         path = target.with_name(f".{target.name}.part")
         file = open(path, "a+b")  # noqa: SIM115 - closed by close()
         try:
@@ -253,6 +269,16 @@ class _Partial:
         self._meta["etag"] = etag
         self.meta_path.write_text(json.dumps(self._meta), "utf-8")
 
+    async def write(self, chunks: list[bytes]) -> None:
+        """Append ``chunks``: inline while writes are fast, else in a worker thread."""
+        if not self.fast:
+            await anyio.to_thread.run_sync(self.append, chunks)
+            return
+        started = time.perf_counter()
+        self.append(chunks)
+        self.fast = time.perf_counter() - started < INLINE_WRITE_BUDGET
+        await anyio.lowlevel.checkpoint()
+
     def append(self, chunks: list[bytes]) -> None:
         """Write ``chunks`` at the end."""
         if not self.size and not self.meta_path.exists():
@@ -262,10 +288,11 @@ class _Partial:
         self.size += sum(map(len, chunks))
 
     def finish(self) -> None:
-        """Rename the complete file into place and drop the record."""
+        """Rename the complete file into place, drop the record, release the file."""
         os.replace(self.path, self.target)
         self.meta_path.unlink(missing_ok=True)
         self.size = -1  # nothing left to clean up
+        self._file.close()
 
     def close(self) -> None:
         """Release the file (and the lock); an empty leftover is removed."""

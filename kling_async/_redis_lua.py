@@ -73,8 +73,11 @@ if fixed == 0 and (accepted > 0 or rejected > 0) then
     slow, credit = 0, 0
     local others = count - 1
     if others <= cap then  -- else: still draining after an earlier decrease
+      -- at or above the last 429's count the account is full (keep what is in flight);
+      -- below it the limit shrank: back off (as _slots.next_capacity)
+      if others >= ceiling then cap = math.max(1, others)
+      else cap = math.max(1, math.floor(math.max(others, 1) * decrease)) end
       ceiling = others
-      cap = math.max(1, math.floor(math.max(others, 1) * decrease))
     end
   end
   for _ = 1, accepted do

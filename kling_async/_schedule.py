@@ -14,35 +14,42 @@ PROGRESS_MARGIN = 0.95  # pace-based ends are shaded early: progress is rarely l
 MIN_PROGRESS = 10       # below this, progress says too little about the end
 FINAL_PHASE = 90        # from here on, the task is finishing: read by what is left
 FINAL_SHARE = 0.5       # ...aiming at half of the expected time for the remaining percent
-STEP_SHARE = 0.5        # each read waits half of the predicted time left
+STEP_SHARE = 0.5        # after a pace-based prediction, wait half of the time left
 
 
 def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float | None,
-                        progress: int) -> float:
-    """Seconds until a task might plausibly finish, to space its reads.
+                        progress: int) -> tuple[float, float]:
+    """Seconds until a task might plausibly finish, and the share of them to wait now.
 
-    Below 90 %: the later of the early edge of the server's ``estimated_time`` (scaled)
-    and the end its average pace implies, so neither a slow start nor a stall in the
-    80s spends reads early. From 90 %: half of the remaining percent of the expected
-    duration (the larger of the estimate's early edge and the pace-implied total), so
-    reads tighten as the task closes in on 100 %.
+    Before anything says otherwise, the earliest plausible end is the early edge of the
+    server's ``estimated_time`` (scaled): nothing is learnt by reading sooner, so the
+    whole way is waited (share 1), in steps of at most ``max_interval``, the
+    failure-detection budget. Once progress says more: below 90 %, the later of that
+    edge and the end the average pace implies (a pace-based end is uncertain: wait half
+    of it); from 90 %, half of the remaining percent of the expected duration, so reads
+    tighten as the task closes in on 100 %.
     """
     total = (estimate if estimate is not None else policy.default_estimate) / policy.time_scale
     early_edge = max(total * EARLY_SHARE - elapsed, 0.0)
     if progress < MIN_PROGRESS or elapsed <= 0:
-        return early_edge
+        return early_edge, 1.0
     pace_total = elapsed * 100.0 / progress
     if progress >= FINAL_PHASE:
         expected = max(total * EARLY_SHARE, pace_total)
-        return (100 - progress) / 100.0 * expected * FINAL_SHARE
-    return max(early_edge, pace_total * PROGRESS_MARGIN - elapsed)
+        return (100 - progress) / 100.0 * expected * FINAL_SHARE, STEP_SHARE
+    by_pace = pace_total * PROGRESS_MARGIN - elapsed
+    if early_edge >= by_pace:
+        return early_edge, 1.0
+    return by_pace, STEP_SHARE
 
 
-def next_delay(policy: PollPolicy, remaining: float, rng: random.Random) -> float:
-    """The wait before the next read, given the predicted time left, with jitter."""
-    delay = min(max(remaining * STEP_SHARE, policy.min_interval), policy.max_interval)
-    if policy.jitter:
-        delay *= 1.0 + rng.uniform(-policy.jitter, policy.jitter)
+def next_delay(policy: PollPolicy, remaining: float, share: float,
+               rng: random.Random) -> float:
+    """The wait before the next read: ``share`` of the predicted time left, between
+    ``min_interval`` and ``max_interval``, with jitter."""
+    delay = min(max(remaining * share, policy.min_interval), policy.max_interval)
+    if policy.jitter:  # never past a point the whole way was waited for
+        delay *= 1.0 + rng.uniform(-policy.jitter, 0.0 if share >= 1 else policy.jitter)
     return delay
 
 

@@ -72,6 +72,16 @@ class Admission(Protocol):
         """Wake every waiter with ClientClosedError."""
 
 
+def next_capacity(others: int, ceiling: int, decrease: float) -> int:
+    """Capacity after a 429 met with ``others`` tasks in flight. At or above the last
+    429's count the account is simply full (a hard limit, not congestion): keep what is
+    in flight. Below it the limit shrank (or someone else uses the account): back off by
+    ``decrease``."""
+    if others >= ceiling:
+        return others
+    return math.floor(max(others, 1) * decrease)
+
+
 class _Waiter:
     __slots__ = ("event", "granted")
 
@@ -97,7 +107,7 @@ class LocalSlots:
         self._waiters: deque[_Waiter] = deque()
         self._slow_start = True
         self._credit = 0
-        self._ceiling = 0  # in flight (others) at the last 429
+        self._ceiling = 0  # in flight (others) at the last 429: the account's limit
         self._closed = False
         self.rejections = 0
 
@@ -187,5 +197,5 @@ class LocalSlots:
         others = self.in_flight - 1  # the rejected submission still holds its slot
         if others > self.capacity:
             return  # still draining after the previous decrease
+        self.capacity = max(1, next_capacity(others, self._ceiling, limit.decrease))
         self._ceiling = others
-        self.capacity = max(1, math.floor(max(others, 1) * limit.decrease))

@@ -380,9 +380,10 @@ class TaskRegistry:
 
     def _next_read(self, entry: Entry, progress: int, now: float) -> None:
         entry.errors = entry.decode_errors = 0
-        remaining = predicted_remaining(self._policy, elapsed=now - entry.first_seen,
-                                        estimate=entry.estimate, progress=progress)
-        self._schedule_at(entry, now + next_delay(self._policy, remaining, self._rng))
+        remaining, share = predicted_remaining(
+            self._policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
+            progress=progress)
+        self._schedule_at(entry, now + next_delay(self._policy, remaining, share, self._rng))
 
     def _finish(self, entry: Entry, final: TaskUpdate) -> None:
         if final.error is not None:

@@ -75,7 +75,10 @@ class PollPolicy:
 
     Attributes:
         min_interval: seconds between reads near the predicted end (detection lag).
-        max_interval: the longest gap between two reads of one task.
+        max_interval: the longest gap between two reads of one task: the
+            failure-detection budget, i.e. how late a task that fails early (or ends
+            long before its estimate) can be noticed without callbacks. Each such
+            check is a read; a longer budget spends fewer.
         jitter: +/- share of randomness applied to each interval.
         default_estimate: seconds a task is assumed to take when the server gives none.
         time_scale: divide server-reported durations by this (for an Emulator running

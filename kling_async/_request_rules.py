@@ -37,6 +37,22 @@ V3_I2V, TURBO_I2V, O3_I2V = ("kling-v3-image-to-video", "kling-v3-turbo-image-to
 MOTION = "kling-v3-motion-control"
 
 
+MAX_UPLOAD = 100 * 1024 * 1024  # the file hosting's limit
+
+
+@attrs.frozen
+class ImageLimits:
+    """What a model documents for its input images (checked before an upload)."""
+
+    max_bytes: int = MAX_UPLOAD
+    types: tuple[str, ...] = ("image/png", "image/jpeg", "image/gif", "image/webp")
+    min_side: int = 0
+    max_ratio: float | None = None
+
+
+ANY_IMAGE = ImageLimits()  # what the file hosting takes, for models that document no limits
+
+
 @attrs.frozen
 class ModelRules:
     """What one model accepts beyond which fields it takes."""
@@ -44,14 +60,18 @@ class ModelRules:
     qualities: tuple[str, ...] = ("720p", "1080p", "4k")
     shot_types: tuple[str, ...] = ("customize", "intelligence")
     max_elements: int = 0
+    images: ImageLimits = ANY_IMAGE
 
 
+_JPG_PNG = ("image/png", "image/jpeg")
 MODELS: dict[str, ModelRules] = {
     V3_T2V: ModelRules(),
     TURBO_T2V: ModelRules(qualities=("720p", "1080p"), shot_types=()),
     O3_T2V: ModelRules(shot_types=("customize",), max_elements=7),
-    V3_I2V: ModelRules(max_elements=3),
-    TURBO_I2V: ModelRules(qualities=("720p", "1080p"), shot_types=()),
+    V3_I2V: ModelRules(max_elements=3, images=ImageLimits(
+        max_bytes=10 * 1024 * 1024, types=_JPG_PNG, min_side=300, max_ratio=2.5)),
+    TURBO_I2V: ModelRules(qualities=("720p", "1080p"), shot_types=(), images=ImageLimits(
+        max_bytes=50 * 1024 * 1024, types=_JPG_PNG, min_side=300)),
     O3_I2V: ModelRules(shot_types=("customize",), max_elements=7),
     MOTION: ModelRules(qualities=("720p", "1080p"), shot_types=(), max_elements=1),
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -110,9 +110,6 @@ class SharedSlots:
     def adopt(self, task_id: str) -> None:
         """Count (and keep renewing) a task that runs on the server."""
         self._hold(task_id, "t:" + task_id)
-
-    def renew(self, task_ids: Collection[str]) -> None:
-        """Nothing to do: every member held is renewed each ``lease / 3``."""
 
     def on_accepted(self) -> None:
         """A submission was accepted (adaptive growth, applied in Redis)."""

@@ -4,15 +4,14 @@ The task registry decides *which* task holds a slot; an :class:`Admission` only 
 them against a capacity and queues the waiters. :class:`LocalSlots` does it in this
 process's memory. The calls are keyed by reservation (the idempotency key) and task id
 so that a shared store can implement the same interface for many processes; ``bind``,
-``release``, ``adopt`` and ``renew`` must not block (a shared store queues them to its
-own writer), only ``reserve`` waits.
+``release`` and ``adopt`` must not block (a shared store records them and brings itself
+in line in the background, renewing its leases there), only ``reserve`` waits.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection
 from typing import Protocol
 
 import anyio
@@ -58,9 +57,6 @@ class Admission(Protocol):
 
     def adopt(self, task_id: str) -> None:
         """Count a task that already runs on the server (may exceed capacity)."""
-
-    def renew(self, task_ids: Collection[str]) -> None:
-        """These tasks are still followed (keeps a shared store's leases alive)."""
 
     def on_accepted(self) -> None:
         """A submission was accepted (adaptive growth)."""
@@ -152,9 +148,6 @@ class LocalSlots:
     def adopt(self, task_id: str) -> None:
         """Count a task that already exists on the server."""
         self.in_flight += 1
-
-    def renew(self, task_ids: Collection[str]) -> None:
-        """Nothing expires in memory."""
 
     def close(self) -> None:
         """Wake every waiter; they raise ClientClosedError."""

@@ -344,20 +344,15 @@ class TaskRegistry:
         """A chunk's read ended; claims that arrived meanwhile are confirmed now, and an
         entry whose read ended without a report (cancelled) is read again."""
         now = anyio.current_time()
-        held = []
         for entry in chunk:
             if entry.task_id not in self._entries:
                 continue
-            if entry.ticket is not None:
-                held.append(entry.task_id)
             if entry.urgent_since is not None:
                 entry.reading = False
                 self._schedule_at(entry, now, confirm=True)
             elif entry.reading:
                 entry.reading = False
                 self._schedule_at(entry, now)
-        if held:
-            self.admission.renew(held)
 
     # -- state changes --------------------------------------------------------------------
 

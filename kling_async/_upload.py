@@ -29,32 +29,13 @@ from ._errors import (
 )
 from ._http import Secret, transient
 from ._jsonbody import parse_json
-from ._request_rules import TURBO_I2V, V3_I2V
+from ._request_rules import ANY_IMAGE, MAX_UPLOAD, MODELS, ImageLimits
 from ._requests import VideoRequest
 from ._retry import Retrying, parse_retry_after
 
 UPLOAD_PATH = "/api/v1/files/upload/base64"
-MAX_UPLOAD = 100 * 1024 * 1024
 _TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg",
           b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
-
-
-@attrs.frozen
-class ImageLimits:
-    """What a model documents for its input images."""
-
-    max_bytes: int = MAX_UPLOAD
-    types: tuple[str, ...] = ("image/png", "image/jpeg", "image/gif", "image/webp")
-    min_side: int = 0
-    max_ratio: float | None = None
-
-
-LIMITS: dict[str, ImageLimits] = {
-    V3_I2V: ImageLimits(max_bytes=10 * 1024 * 1024, types=("image/png", "image/jpeg"),
-                        min_side=300, max_ratio=2.5),
-    TURBO_I2V: ImageLimits(max_bytes=50 * 1024 * 1024, types=("image/png", "image/jpeg"),
-                           min_side=300),
-}
 
 
 def image_type(data: bytes) -> str | None:
@@ -134,7 +115,7 @@ class Uploader:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await session.close()
 
-    async def upload(self, source: str | Path | bytes, limits: ImageLimits = ImageLimits(),
+    async def upload(self, source: str | Path | bytes, limits: ImageLimits = ANY_IMAGE,
                      what: str | None = None) -> str:
         """The hosted URL of ``source`` (a path or the bytes of an image)."""
         label = what or (f"image {str(source)!r}" if not isinstance(source, bytes)
@@ -150,7 +131,7 @@ class Uploader:
 
     async def resolve(self, request: VideoRequest) -> VideoRequest:
         """``request`` with every local ``Path`` in its upload fields replaced by a URL."""
-        limits = LIMITS.get(request.model, ImageLimits())
+        limits = MODELS[request.model].images
         changes: dict[str, Any] = {}
         for field in attrs.fields(type(request)):
             if not field.metadata.get("upload"):

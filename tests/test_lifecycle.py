@@ -279,12 +279,14 @@ async def test_progress_never_goes_backwards(emulator: Emulator, client: kling.C
 
 # -- the read floor ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("batch", "floor"), [(False, 0.1), (True, 0.05)])
+@pytest.mark.parametrize(("batch", "floor"), [(False, 0.2), (True, 0.1)])
 async def test_no_task_is_read_twice_closer_than_the_floor(batch: bool, floor: float) -> None:
     # The rule the README states: min_interval apart; a batch ride-along at most half
     # of it early. Jitter 0.5 would break it at once if jitter could shorten a wait.
-    poll = kling.PollPolicy(min_interval=0.1, max_interval=0.3, jitter=0.5, time_scale=3000)
-    async with Emulator(time_scale=3000, seed=5, batch_endpoint=batch) as emu, \
+    # (Floors of 0.1 s and more keep the loopback's arrival jitter, under load, well
+    # inside the 15 % allowed below.)
+    poll = kling.PollPolicy(min_interval=0.2, max_interval=0.6, jitter=0.5, time_scale=1000)
+    async with Emulator(time_scale=1000, seed=5, batch_endpoint=batch) as emu, \
             make_client(emu, poll=poll, max_in_flight=30) as client:
         with anyio.fail_after(30):
             async with client.generate_many(prompts(30)) as events:

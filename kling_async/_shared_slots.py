@@ -87,7 +87,7 @@ class SharedSlots:
         except BaseException:
             if waiter.granted:
                 self.release(reservation)
-            else:
+            elif waiter in self._waiters:  # (close() may have taken it already)
                 self._waiters.remove(waiter)
                 self._give_back(waiter.member)  # leaves the shared queue
             raise

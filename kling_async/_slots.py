@@ -131,7 +131,7 @@ class LocalSlots:
         except BaseException:
             if waiter.granted:
                 self.release(reservation)
-            else:
+            elif waiter in self._waiters:  # (close() may have taken it already)
                 self._waiters.remove(waiter)
             raise
         if not waiter.granted:

@@ -16,6 +16,7 @@ from kling_async.testing import Emulator, Fault
 from .cli_helpers import SCALE, cli, write_prompts
 from .conftest import FAST_POLL, FAST_RETRY
 from .redis_server import RedisServer, free_port, redis_server
+from .test_lifecycle import cancelled_as_the_client_closes
 
 SLOTS = "kling_async:{%s}:slots"
 QUEUE = "kling_async:{%s}:queue"
@@ -260,3 +261,13 @@ async def test_a_client_closing_ends_its_waiters_and_leaves_the_queue(
             assert len(errors) == 1  # the waiter ended with the Client, not hanging
             assert zcard(redis, QUEUE % "closing") == 0  # and left the shared queue
             assert emu.statistics().tasks_created == 1
+
+
+async def test_a_shared_waiter_cancelled_as_the_client_closes_ends_cleanly(
+        redis: RedisServer) -> None:
+    async with Emulator(time_scale=0, seed=5) as emu:
+        budget = kling.RedisBudget(redis.url, name="race", lease=2)
+        scope = await cancelled_as_the_client_closes(
+            budget_client(emu, budget, max_in_flight=1))
+        assert scope.cancelled_caught
+        assert emu.statistics().tasks_created == 1

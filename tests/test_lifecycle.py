@@ -350,3 +350,36 @@ async def test_closing_ends_a_download_in_another_task(tmp_path: Path) -> None:
             await eventually(lambda: bool(ended), 2)
     assert anyio.current_time() - closed_at < 1
     assert not (tmp_path / "clip.mp4").exists()
+
+
+async def cancelled_as_the_client_closes(client: kling.Client) -> anyio.CancelScope:
+    """A submission waiting for a slot is cancelled in the same step as its Client
+    closes: both reach it before it runs again. Returns the waiter's cancel scope."""
+    scope = anyio.CancelScope()
+    errors: list[BaseException] = []
+
+    async def wait_for_a_slot() -> None:
+        with scope:
+            try:
+                await client.submit(kling.TextToVideo(prompt="waits"))
+            except BaseException as exc:
+                errors.append(exc)
+                raise
+
+    async with anyio.create_task_group() as tg:
+        async with client:
+            await client.submit(kling.TextToVideo(prompt="holds the only slot"))
+            tg.start_soon(wait_for_a_slot)
+            with anyio.fail_after(5):
+                while client.statistics().waiting == 0:
+                    await anyio.sleep(0.01)
+            scope.cancel()  # ...and the block ends at once: the Client closes too
+    assert not any(isinstance(e, ValueError) for e in errors), errors
+    return scope
+
+
+async def test_a_waiter_cancelled_as_the_client_closes_ends_cleanly() -> None:
+    async with Emulator(time_scale=0, seed=5) as emu:
+        scope = await cancelled_as_the_client_closes(make_client(emu, max_in_flight=1))
+        assert scope.cancelled_caught  # its own cancellation, not a bookkeeping error
+        assert emu.statistics().tasks_created == 1

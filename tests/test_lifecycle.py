@@ -366,14 +366,13 @@ async def cancelled_as_the_client_closes(client: kling.Client) -> anyio.CancelSc
                 errors.append(exc)
                 raise
 
-    async with anyio.create_task_group() as tg:
-        async with client:
-            await client.submit(kling.TextToVideo(prompt="holds the only slot"))
-            tg.start_soon(wait_for_a_slot)
-            with anyio.fail_after(5):
-                while client.statistics().waiting == 0:
-                    await anyio.sleep(0.01)
-            scope.cancel()  # ...and the block ends at once: the Client closes too
+    async with anyio.create_task_group() as tg, client:
+        await client.submit(kling.TextToVideo(prompt="holds the only slot"))
+        tg.start_soon(wait_for_a_slot)
+        with anyio.fail_after(5):
+            while client.statistics().waiting == 0:
+                await anyio.sleep(0.01)
+        scope.cancel()  # ...and the block ends at once: the Client closes too
     assert not any(isinstance(e, ValueError) for e in errors), errors
     return scope
 

@@ -167,6 +167,7 @@ class Poller:
                      request_id: str | None) -> None:
         registry = self._registry
         by_id = {entry.task_id: entry for entry in chunk}
+        now = anyio.current_time()  # one answer, one moment (the clock read is not free)
         for item in items:
             task_id = item.get("id") if isinstance(item, dict) else None
             entry = by_id.pop(task_id, None) if isinstance(task_id, str) else None
@@ -174,7 +175,7 @@ class Poller:
                 continue  # not asked for, or a duplicate
             self.statuses_read += 1
             if _unchanged(entry, item):
-                registry.report_unchanged(entry)
+                registry.report_unchanged(entry, now)
                 continue
             try:
                 snapshot = snapshot_from_wire(item, request_id)
@@ -182,6 +183,6 @@ class Poller:
                 self.statuses_read -= 1
                 registry.unreadable(entry, exc)
                 continue
-            registry.report(entry, snapshot)
+            registry.report(entry, snapshot, now)
         for entry in by_id.values():
             registry.left_out(entry)

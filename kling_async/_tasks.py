@@ -296,21 +296,24 @@ class TaskRegistry:
         """Sleep until the earliest entry is due or an earlier one is scheduled."""
         await self._due.wait()
 
-    def report(self, entry: Entry, snapshot: TaskSnapshot) -> None:
-        """A reading of ``entry`` by the poller."""
+    def report(self, entry: Entry, snapshot: TaskSnapshot, now: float | None = None
+               ) -> None:
+        """A reading of ``entry`` by the poller (``now``: when its answer arrived; one
+        clock read serves a whole batch answer)."""
         entry.reading = False
         if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
             entry.urgent_since = None  # this read was sent after the claim: confirmed
-        self._absorb(entry, snapshot, anyio.current_time())
+        self._absorb(entry, snapshot, anyio.current_time() if now is None else now)
 
-    def report_unchanged(self, entry: Entry) -> None:
+    def report_unchanged(self, entry: Entry, now: float | None = None) -> None:
         """A reading whose status and progress are those already known (nothing to
         publish, nothing to rebuild): only the next read is scheduled."""
         assert entry.snapshot is not None
         entry.reading = False
         if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
             entry.urgent_since = None
-        self._next_read(entry, entry.snapshot.progress, anyio.current_time())
+        self._next_read(entry, entry.snapshot.progress,
+                        anyio.current_time() if now is None else now)
 
     def unreadable(self, entry: Entry, exc: KlingError) -> None:
         """The answer about ``entry`` could not be read: retry, or give up after a few."""

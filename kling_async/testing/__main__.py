@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="API seconds per real second (default 100; 0 freezes time)")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--max-concurrent-tasks", type=int, default=None)
+    parser.add_argument("--balance", type=float, default=1_000_000.0,
+                        help="credits of the default account (each 5 s clip costs 27)")
     parser.add_argument("--requests-per-second", type=float, default=None)
     parser.add_argument("--failure-rate", type=float, default=0.0)
     parser.add_argument("--result-size", type=int, default=None)
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         async with Emulator(port=args.port, time_scale=args.time_scale, api_key=args.api_key,
+                            balance=args.balance,
                             max_concurrent_tasks=args.max_concurrent_tasks,
                             requests_per_second=args.requests_per_second,
                             failure_rate=args.failure_rate, result_size=args.result_size,

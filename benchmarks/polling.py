@@ -100,21 +100,29 @@ VARIANTS: dict[str, tuple[Runner, tuple[str, ...]]] = {
 }
 
 
-async def measure(name: str, tasks: int, scale: float) -> dict[str, Any]:
+async def measure(name: str, tasks: int, scale: float,
+                  world: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One variant against its own Emulator process (``world``: extra Emulator flags,
+    such as failures or durations that disagree with the estimate)."""
     runner, flags = VARIANTS[name]
-    with emulator_process("--time-scale", str(scale), *flags) as server:
+    with emulator_process("--time-scale", str(scale), *flags, *world) as server:
         cpu_before, started = cpu_seconds(), time.monotonic()
         with anyio.fail_after(3600 / scale + 120):
             detected = await runner(server, tasks, scale)
         wall, cpu = time.monotonic() - started, cpu_seconds() - cpu_before
         async with aiohttp.ClientSession() as session:
             timeline = await server.stats(session)
-    ends = timeline["ends"]
-    lags = [api_time(at, timeline) - ends[task_id] for task_id, at in detected.items()]
+    ends, failed = timeline["ends"], set(timeline.get("failed", ()))
+    lags = [api_time(at, timeline) - ends[task_id] for task_id, at in detected.items()
+            if task_id not in failed]
+    failed_lags = [api_time(at, timeline) - ends[task_id]
+                   for task_id, at in detected.items() if task_id in failed]
     reads = timeline["requests"].get("get", 0) + timeline["requests"].get("batch", 0)
     real_lags_ms = [lag / scale * 1000 for lag in lags]
     return {"variant": name, "tasks": len(detected), "reads": reads,
             "reads_per_task": reads / max(len(detected), 1),
+            "failed_tasks": len(failed_lags),
+            "failed_lag_p95_s": percentile(failed_lags, 0.95) if failed_lags else None,
             "lag_p50_s": percentile(lags, 0.5), "lag_p95_s": percentile(lags, 0.95),
             "lag_p95_real_ms": percentile(real_lags_ms, 0.95),
             "connections": timeline["connections"], "client_cpu_s": cpu, "wall_s": wall}
@@ -125,20 +133,36 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--scale", type=float, default=10.0)
     parser.add_argument("--only", action="append", help="run only variants containing this")
+    parser.add_argument("--failure-rate", type=float, default=0.0,
+                        help="share of tasks failing at a random point of their run")
+    parser.add_argument("--duration-factor", type=float, default=1.0,
+                        help="real durations over the reported estimate (5: five times "
+                        "longer than estimated)")
     args = parser.parse_args()
+    world = ("--failure-rate", str(args.failure_rate),
+             "--duration-factor", str(args.duration_factor))
     names = [n for n in VARIANTS if not args.only or any(o in n for o in args.only)]
-    rows = [asyncio.run(measure(name, args.tasks, args.scale)) for name in names]
+    rows = [asyncio.run(measure(name, args.tasks, args.scale, world)) for name in names]
     base = next((r for r in rows if r["variant"].startswith("(a)")), None)
     for row in rows:
         if base is not None:
             row["fewer_reads_than_a"] = base["reads"] / max(row["reads"], 1)
     columns = ["variant", "tasks", "reads_per_task", "fewer_reads_than_a", "lag_p50_s",
-               "lag_p95_s", "lag_p95_real_ms", "connections", "client_cpu_s"]
+               "lag_p95_s", "failed_tasks", "failed_lag_p95_s", "lag_p95_real_ms",
+               "connections", "client_cpu_s"]
     print(table(rows, columns))
     command = (f"python -m benchmarks.polling --tasks {args.tasks} --scale {args.scale:g}"
-               + "".join(f' --only "{o}"' for o in args.only or ()))
-    # A run of some variants only is kept apart from the full table (and its chart).
-    name = "polling_selected" if args.only else "polling"
+               + "".join(f' --only "{o}"' for o in args.only or ())
+               + (f" --failure-rate {args.failure_rate:g}" if args.failure_rate else "")
+               + (f" --duration-factor {args.duration_factor:g}"
+                  if args.duration_factor != 1 else ""))
+    # Runs of some variants, or in another world, are kept apart from the full table
+    # (and its chart).
+    name = "polling"
+    if args.only:
+        name += "_selected"
+    if args.failure_rate or args.duration_factor != 1:
+        name += f"_failures{args.failure_rate:g}_durations{args.duration_factor:g}"
     print("saved", save(name, command, rows, scale=args.scale))
 
 

@@ -440,3 +440,19 @@ async def test_runs_as_a_module() -> None:
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+async def test_durations_can_disagree_with_the_estimate() -> None:
+    async with Emulator(time_scale=0, seed=3, duration_factor=5) as emu, \
+            aiohttp.ClientSession(base_url=emu.url, headers={
+                "Authorization": f"Bearer {emu.api_key}"}) as session:
+        _, task, _ = await create(session)
+        assert task["task_info"]["estimated_time"] == 300
+        emu.advance(400)  # past any duration the estimate allows
+        _, data = await get(session, f"/v1/tasks/{task['id']}")
+        assert data["status"] == "processing"
+        emu.advance(1600)  # 5 x (300 + 20 %)
+        _, data = await get(session, f"/v1/tasks/{task['id']}")
+        assert data["status"] == "completed"
+    with pytest.raises(ValueError, match="duration_factor"):
+        Emulator(duration_factor=0)

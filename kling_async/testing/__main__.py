@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--result-size", type=int, default=None)
     parser.add_argument("--estimated-time", type=float, default=300.0,
                         help="estimated_time of every task, in API seconds")
+    parser.add_argument("--duration-spread", type=float, default=0.2,
+                        help="real durations spread +/- this share around the estimate")
+    parser.add_argument("--duration-factor", type=float, default=1.0,
+                        help="real durations are the estimate times this (5: estimates "
+                        "five times too short)")
     parser.add_argument("--no-batch", action="store_true", help="switch POST /v1/tasks/batch off")
     parser.add_argument("--allow-local-callbacks", action="store_true")
     parser.add_argument("--seed", type=int, default=None)
@@ -38,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
                             requests_per_second=args.requests_per_second,
                             failure_rate=args.failure_rate, result_size=args.result_size,
                             estimated_time=args.estimated_time,
+                            duration_spread=args.duration_spread,
+                            duration_factor=args.duration_factor,
                             batch_endpoint=not args.no_batch,
                             allow_local_callbacks=args.allow_local_callbacks,
                             seed=args.seed) as emu:

@@ -418,6 +418,8 @@ class Routes:
                                     if r == route)
                          for route in {r for r, _ in self.world.requests}},
             "ends": {t.id: t.ends_at for t in self.world.tasks.values()},
+            "failed": [t.id for t in self.world.tasks.values()
+                       if t.timeline.failure_code is not None],
             "created": {t.id: t.created_at for t in self.world.tasks.values()}})
 
 

@@ -24,11 +24,10 @@ import yarl
 from ._config import RetryPolicy, Timeouts
 from ._errors import (
     ClientClosedError,
-    ConnectError,
     KlingError,
-    RequestTimeoutError,
     TransportError,
 )
+from ._http import network_errors
 from ._models import TaskSnapshot
 from ._retry import Retrying
 
@@ -163,7 +162,8 @@ class Downloader:
                 headers["If-Range"] = part.etag  # a changed file comes back whole (200)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect,
                                         sock_read=self._timeouts.read)
-        try:
+        with network_errors(f"download of {url}", host=yarl.URL(url).host or url,
+                            stalled="stalled", closed=lambda: self._session is None):
             # encoded=True: a presigned URL is requested byte for byte as given.
             async with session.get(yarl.URL(url, encoded=True), headers=headers,
                                    timeout=timeout) as response:
@@ -180,14 +180,6 @@ class Downloader:
                     await anyio.to_thread.run_sync(part.restart, response.headers.get("ETag"))
                 total = _total_size(response, part.size)
                 await _stream(response, part)
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise ConnectError(f"timed out connecting for {url}") from exc
-        except TimeoutError as exc:
-            raise RequestTimeoutError(f"download of {url} stalled") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            if self._session is None:
-                raise ClientClosedError("the Client closed during the download") from exc
-            raise TransportError(f"download of {url}: {type(exc).__name__}: {exc}") from exc
         if total is not None and part.size != total:
             raise _IncompleteError(f"got {part.size} of {total} bytes")
 

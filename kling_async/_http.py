@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -128,22 +129,13 @@ class Transport:
             before_send()  # from here on the request may reach the server
         timeout = self._socket_timeouts[read_timeout]
         self.requests_sent += 1
-        try:
+        with network_errors(f"{method} {path}", host=self._base,
+                            stalled=f"no answer within {read_timeout:g} s",
+                            closed=lambda: self._session is None):
             async with session.request(method, self._base + path, json=body, headers=headers,
                                        timeout=timeout) as response:
-                data = await _read_capped(response)
+                data = await read_capped(response)
                 return response.status, data, response.headers
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise ConnectError(f"timed out connecting to {self._base}") from exc
-        except TimeoutError as exc:
-            raise RequestTimeoutError(f"{method} {path}: no answer within "
-                                      f"{read_timeout:g} s") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"cannot connect to {self._base}: {exc.os_error}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            if self._session is None:
-                raise ClientClosedError("the Client closed during the request") from exc
-            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       headers: Mapping[str, str] | None = None, paid: bool = False,
@@ -188,6 +180,27 @@ class Transport:
         return await self.read("GET", f"/v1/tasks/{quote(task_id, safe='')}")
 
 
+@contextmanager
+def network_errors(what: str, *, host: str, stalled: str,
+                   closed: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """The one mapping of aiohttp and socket errors to the kling_async tree, for the API,
+    downloads and uploads: ``what`` names the exchange, ``host`` where it went,
+    ``stalled`` what a read timeout means for it; ``closed`` says whether the Client
+    closed under it (then :class:`ClientClosedError`)."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise ConnectError(f"timed out connecting to {host}") from exc
+    except TimeoutError as exc:
+        raise RequestTimeoutError(f"{what}: {stalled}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectError(f"cannot connect to {host}: {exc.os_error}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        if closed():
+            raise ClientClosedError(f"the Client closed during {what}") from exc
+        raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
 def transient(exc: Exception) -> bool:
     """A read failure worth another attempt: network trouble, garbage, 429 or 5xx."""
     if isinstance(exc, APIError):
@@ -195,7 +208,8 @@ def transient(exc: Exception) -> bool:
     return isinstance(exc, (TransportError, ResponseDecodeError))
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The body of ``response``, refused (ResponseDecodeError) past ``MAX_BODY`` bytes."""
     declared = response.content_length
     if declared is not None and declared > MAX_BODY:
         raise ResponseDecodeError(f"answer of {declared} bytes is over the {MAX_BODY} limit")

@@ -20,14 +20,11 @@ import attrs
 
 from ._config import RetryPolicy, Timeouts
 from ._errors import (
-    ConnectError,
     ImageFileError,
-    RequestTimeoutError,
     ResponseDecodeError,
-    TransportError,
     error_from_response,
 )
-from ._http import Secret, transient
+from ._http import Secret, network_errors, read_capped, transient
 from ._jsonbody import parse_json
 from ._request_rules import ANY_IMAGE, MAX_UPLOAD, MODELS, ImageLimits
 from ._requests import VideoRequest
@@ -98,6 +95,7 @@ class Uploader:
     def __init__(self, *, files_url: str, api_key: Secret, timeouts: Timeouts,
                  retry: RetryPolicy, rng: random.Random) -> None:
         self._url = files_url.rstrip("/") + UPLOAD_PATH
+        self._host = files_url.rstrip("/")
         self._key = api_key
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
                                               sock_read=timeouts.submit)
@@ -159,16 +157,11 @@ class Uploader:
         raise AssertionError("unreachable: Retrying either returns or raises")
 
     async def _attempt(self, session: aiohttp.ClientSession, body: dict[str, str]) -> str:
-        try:
+        with network_errors("image upload", host=self._host, stalled="no answer in time",
+                            closed=lambda: self._session is None):
             async with session.post(self._url, json=body) as response:
-                raw = await response.read()
+                raw = await read_capped(response)  # a hostile host's answer is bounded too
                 status, headers = response.status, response.headers
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"cannot connect to the upload host: {exc.os_error}") from exc
-        except TimeoutError as exc:
-            raise RequestTimeoutError("image upload: no answer in time") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"image upload: {type(exc).__name__}: {exc}") from exc
         if status >= 400:
             raise error_from_response(status, raw, headers,
                                       parse_retry_after(headers.get("Retry-After")))

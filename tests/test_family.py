@@ -247,6 +247,8 @@ async def test_a_bad_local_image_is_refused_before_anything_is_sent(
 async def test_upload_returns_a_url_and_retries_a_failing_host(emulator: Emulator,
                                                                 tmp_path: Path) -> None:
     emulator.fail_next("upload", Fault.error(503))
+    emulator.fail_next("upload", Fault.raw(b"[" * 200_000))  # deeply nested: unreadable
+    emulator.fail_next("upload", Fault.raw(b" " * 9_000_000))  # over the 8 MB answer cap
     async with make_client(emulator) as client:
         url = await client.upload(png(320, 320))
         again = await client.upload(png(320, 320))
@@ -254,7 +256,9 @@ async def test_upload_returns_a_url_and_retries_a_failing_host(emulator: Emulato
             await client.upload(tmp_path / "missing.png")
     assert url == again
     assert url.startswith(emulator.url + "/uploads/")
-    assert emulator.statistics().count("upload", 503) == 1
+    stats = emulator.statistics()
+    assert stats.count("upload", 503) == 1
+    assert stats.count("upload", 200) == 3  # two unreadable answers, then the upload
 
 
 # -- cost ----------------------------------------------------------------------------------------

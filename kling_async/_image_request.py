@@ -4,9 +4,7 @@ local ``Path`` values, uploaded once per file per Client on submit."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
@@ -25,6 +23,7 @@ from ._request_rules import (
     check_model,
     estimated,
     fail,
+    to_tuple,
     unset,
     wire,
 )
@@ -32,14 +31,6 @@ from ._request_rules import (
 IMAGE_MODELS = (V3_I2V, TURBO_I2V, O3_I2V)
 _FULL = (V3_I2V, O3_I2V)
 Orientation = Literal["image", "video"]
-
-
-def _to_tuple(value: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(value)
-
-
-def _image_or_none(value: object) -> object:
-    return Path(value) if isinstance(value, Path) else value
 
 
 @attrs.frozen(kw_only=True)
@@ -74,12 +65,11 @@ class ImageToVideo:
 
     model: str = attrs.field(default=V3_I2V)
     image_start: ImageInput | None = attrs.field(
-        default=None, converter=_image_or_none, metadata=wire("image_start", upload=True))
+        default=None, metadata=wire("image_start", upload=True))
     image_end: ImageInput | None = attrs.field(
-        default=None, converter=_image_or_none,
-        metadata=wire("image_end", models=_FULL, upload=True))
+        default=None, metadata=wire("image_end", models=_FULL, upload=True))
     images: tuple[ImageInput, ...] = attrs.field(
-        default=(), converter=_to_tuple,
+        default=(), converter=to_tuple,
         metadata=wire("image_urls", encoding="url_list", models=(O3_I2V,), upload=True))
     prompt: str = attrs.field(default="", metadata=wire("prompt"))
     negative_prompt: str | None = attrs.field(
@@ -92,9 +82,9 @@ class ImageToVideo:
         "sound", encoding="on_off", models=_FULL, always=True))
     multi_shot: ShotType | None = attrs.field(default=None, metadata=wire(
         "model_params", encoding="shot_type", models=_FULL))
-    shots: tuple[Shot, ...] = attrs.field(default=(), converter=_to_tuple, metadata=wire(
+    shots: tuple[Shot, ...] = attrs.field(default=(), converter=to_tuple, metadata=wire(
         "model_params.multi_prompt", encoding="shots", models=_FULL))
-    elements: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, metadata=wire(
+    elements: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, metadata=wire(
         "model_params.element_list", encoding="elements", models=_FULL))
     watermark: bool | None = attrs.field(default=None, metadata=wire(
         "model_params.watermark_info", encoding="watermark", models=_FULL))
@@ -157,8 +147,7 @@ class MotionControl:
     """
 
     model: str = attrs.field(default=MOTION)
-    image: ImageInput = attrs.field(converter=_image_or_none,
-                                    metadata=wire("image_urls", encoding="url_list",
+    image: ImageInput = attrs.field(metadata=wire("image_urls", encoding="url_list",
                                                   upload=True))
     video: str = attrs.field(metadata=wire("video_urls", encoding="url_list"))
     character_orientation: Orientation = attrs.field(
@@ -166,7 +155,7 @@ class MotionControl:
     prompt: str = attrs.field(default="", metadata=wire("prompt"))
     quality: Quality = attrs.field(default="720p", metadata=wire("quality", always=True))
     keep_sound: bool = attrs.field(default=True, metadata=wire("keep_sound", always=True))
-    elements: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, metadata=wire(
+    elements: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, metadata=wire(
         "model_params.element_list", encoding="elements"))
     video_seconds: float | None = None
     watermark: bool | None = attrs.field(default=None, metadata=wire(

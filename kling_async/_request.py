@@ -4,7 +4,6 @@ checked when they are built. The rules shared with the other request classes are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -23,6 +22,7 @@ from ._request_rules import (
     estimated,
     fail,
     is_int,
+    to_tuple,
     wire,
 )
 
@@ -47,10 +47,6 @@ class Shot:
             raise TypeError(f"Shot.prompt must be a string; got {self.prompt!r}")
         if not is_int(self.duration):
             raise TypeError(f"Shot.duration must be an integer; got {self.duration!r}")
-
-
-def _to_tuple(value: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -96,9 +92,9 @@ class TextToVideo:
         "sound", encoding="on_off", models=_SHOT_MODELS, always=True))
     multi_shot: ShotType | None = attrs.field(default=None, metadata=wire(
         "model_params", encoding="shot_type", models=_SHOT_MODELS))
-    shots: tuple[Shot, ...] = attrs.field(default=(), converter=_to_tuple, metadata=wire(
+    shots: tuple[Shot, ...] = attrs.field(default=(), converter=to_tuple, metadata=wire(
         "model_params.multi_prompt", encoding="shots", models=_SHOT_MODELS))
-    elements: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, metadata=wire(
+    elements: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, metadata=wire(
         "model_params.element_list", encoding="elements", models=(O3_T2V,)))
     watermark: bool | None = attrs.field(default=None, metadata=wire(
         "model_params.watermark_info", encoding="watermark", models=_SHOT_MODELS))

@@ -87,6 +87,11 @@ def wire(path: str, *, encoding: Encoding = "plain", models: Collection[str] | N
             "always": always, "upload": upload}
 
 
+def to_tuple(value: Sequence[Any]) -> tuple[Any, ...]:
+    """Converter of sequence fields: frozen requests hold tuples."""
+    return tuple(value)
+
+
 def unset(value: object) -> bool:
     """A field left at nothing: None, an empty tuple, or an empty string."""
     return value is None or value == () or value == ""

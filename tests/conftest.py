@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 import kling_async as kling
 from kling_async.testing import Emulator
+
+from .redis_server import RedisServer, redis_server
 
 # Reads every 20-200 ms of real time; retries back off in milliseconds.
 FAST_POLL = kling.PollPolicy(min_interval=0.02, max_interval=0.2, jitter=0.1)
@@ -63,3 +65,10 @@ async def client(emulator: Emulator) -> AsyncIterator[kling.Client]:
     """An open Client talking to the ``emulator`` fixture."""
     async with make_client(emulator) as opened:
         yield opened
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A fresh redis-server for the test (skipped where Redis is not installed)."""
+    with redis_server() as server:
+        yield server

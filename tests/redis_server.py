@@ -58,6 +58,10 @@ class RedisServer:
             process.terminate()
             process.wait(timeout=10)
 
+    def zcard(self, key: str) -> int:
+        """Members of the sorted set ``key`` (0 when it does not exist)."""
+        return int(self.command("ZCARD", key).strip().lstrip(b":"))
+
     def command(self, *words: str) -> bytes:
         """Send one inline command and return the raw first reply (for test checks)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:

@@ -4,7 +4,7 @@ account's slots, request budget and pauses on a real redis-server."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -15,7 +15,7 @@ from kling_async.testing import Emulator, Fault
 
 from .cli_helpers import SCALE, cli, write_prompts
 from .conftest import FAST_POLL, FAST_RETRY
-from .redis_server import RedisServer, free_port, redis_server
+from .redis_server import RedisServer, free_port
 from .test_lifecycle import cancelled_as_the_client_closes
 
 SLOTS = "kling_async:{%s}:slots"
@@ -23,22 +23,10 @@ QUEUE = "kling_async:{%s}:queue"
 
 
 @pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    """A fresh redis-server for the test."""
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture
 async def scaled_emulator() -> AsyncIterator[Emulator]:
     """Tasks that end by themselves in about a second; four slots in the account."""
     async with Emulator(time_scale=300, seed=5, max_concurrent_tasks=4) as emu:
         yield emu
-
-
-def zcard(server: RedisServer, key: str) -> int:
-    """ZCARD of ``key`` on ``server``."""
-    return int(server.command("ZCARD", key).strip().lstrip(b":"))
 
 
 def budget_client(emu: Emulator, budget: kling.RedisBudget, **options: object) -> kling.Client:
@@ -70,7 +58,7 @@ async def test_clients_sharing_a_budget_stay_within_the_account_limit(
     assert stats.peak_in_flight[scaled_emulator.api_key] == 4  # used fully, never more
     assert stats.count("create", 429) == 0
     assert stats.tasks_created == 18
-    assert zcard(redis, SLOTS % "three") == 0  # every slot came back
+    assert redis.zcard(SLOTS % "three") == 0  # every slot came back
 
 
 async def test_without_the_budget_the_same_clients_overrun_the_account(
@@ -101,10 +89,10 @@ async def test_a_cancelled_wait_leaves_the_shared_queue_and_spends_nothing(
                 await waiter.submit(kling.TextToVideo(prompt="waits"))
             assert scope.cancelled_caught
             with anyio.fail_after(5):
-                while zcard(redis, QUEUE % "cancel"):
+                while redis.zcard(QUEUE % "cancel"):
                     await anyio.sleep(0.02)
             assert emu.statistics().tasks_created == 1
-            assert zcard(redis, SLOTS % "cancel") == 1
+            assert redis.zcard(SLOTS % "cancel") == 1
 
 
 async def test_a_closing_client_hands_its_tasks_to_a_live_one(redis: RedisServer) -> None:
@@ -113,7 +101,7 @@ async def test_a_closing_client_hands_its_tasks_to_a_live_one(redis: RedisServer
         async with budget_client(emu, budget) as leaving:
             first = await leaving.submit(kling.TextToVideo(prompt="one"))
             await leaving.submit(kling.TextToVideo(prompt="two"))
-        assert zcard(redis, SLOTS % "handover") == 2  # still running: still counted
+        assert redis.zcard(SLOTS % "handover") == 2  # still running: still counted
         async with budget_client(emu, budget) as staying:
             # Its first sync adopts both at once (not after the 60 s lease).
             with anyio.fail_after(5):
@@ -124,7 +112,7 @@ async def test_a_closing_client_hands_its_tasks_to_a_live_one(redis: RedisServer
             done = await staying.wait_finished(first.id)
             assert done.status is kling.TaskStatus.COMPLETED
             with anyio.fail_after(5):
-                while zcard(redis, SLOTS % "handover"):
+                while redis.zcard(SLOTS % "handover"):
                     await anyio.sleep(0.02)
 
 
@@ -150,7 +138,7 @@ async def test_redis_down_submissions_wait_and_reads_carry_on(
             with anyio.fail_after(10):
                 after = await client.submit(kling.TextToVideo(prompt="after the outage"))
             assert after.status is kling.TaskStatus.PENDING
-            assert zcard(redis, SLOTS % "outage") == 1  # re-registered
+            assert redis.zcard(SLOTS % "outage") == 1  # re-registered
 
 
 async def test_a_retry_after_pauses_every_client_of_the_budget(redis: RedisServer) -> None:
@@ -226,7 +214,7 @@ async def test_the_command_shares_the_budget(redis: RedisServer, tmp_path: Path)
     assert stats.tasks_created == 6
     assert stats.count("create", 429) == 0
     assert len(list((tmp_path / "clips").glob("*.mp4"))) == 6
-    assert zcard(redis, SLOTS % "default") == 0
+    assert redis.zcard(SLOTS % "default") == 0
 
 
 async def test_the_command_names_a_bad_redis_url(tmp_path: Path) -> None:
@@ -256,10 +244,10 @@ async def test_a_client_closing_ends_its_waiters_and_leaves_the_queue(
             async with anyio.create_task_group() as tg, closing:
                 tg.start_soon(wait_for_a_slot)
                 with anyio.fail_after(5):
-                    while zcard(redis, QUEUE % "closing") == 0:
+                    while redis.zcard(QUEUE % "closing") == 0:
                         await anyio.sleep(0.02)
             assert len(errors) == 1  # the waiter ended with the Client, not hanging
-            assert zcard(redis, QUEUE % "closing") == 0  # and left the shared queue
+            assert redis.zcard(QUEUE % "closing") == 0  # and left the shared queue
             assert emu.statistics().tasks_created == 1
 
 

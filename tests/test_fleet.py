@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,12 @@ import httpx
 import pytest
 
 from .fleet import RemoteEmulator, emulator_process, finish, run_fleet, start_worker, wait_submitted
-from .redis_server import RedisServer, free_port, redis_server
+from .redis_server import RedisServer, free_port
 
 LIMIT = 8
 WORKERS = 4
 ITEMS = 25
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    """A fresh redis-server for the test."""
-    with redis_server() as server:
-        yield server
 
 
 @pytest.fixture
@@ -55,7 +48,7 @@ def assert_each_item_once(summary: dict[str, Any]) -> None:
 
 def slots_left(redis: RedisServer) -> int:
     """Members still counted in the budget's slots."""
-    return int(redis.command("ZCARD", "kling_async:{fleet}:slots").strip().lstrip(b":"))
+    return redis.zcard("kling_async:{fleet}:slots")
 
 
 async def test_four_processes_share_the_account_limit(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import platform
@@ -9,8 +11,8 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,40 @@ def percentile(values: Sequence[float], share: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+class LoopWatch:
+    """While it runs: the event loop's lag (how late a 10 ms sleep wakes up) and this
+    process's peak resident memory, from a baseline taken after a full collection."""
+
+    def __init__(self) -> None:
+        gc.collect()
+        self.baseline = self.peak = rss_kib()
+        self.lags: list[float] = []
+
+    @property
+    def growth_kib(self) -> int:
+        """Peak RSS over the baseline."""
+        return self.peak - self.baseline
+
+    async def run(self) -> None:
+        """Tick every 10 ms until cancelled."""
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(0.01)
+            self.lags.append(time.monotonic() - started - 0.01)
+            self.peak = max(self.peak, rss_kib())
+
+
+@asynccontextmanager
+async def loop_watch() -> AsyncIterator[LoopWatch]:
+    """A :class:`LoopWatch` running beside the block."""
+    watch = LoopWatch()
+    ticker = asyncio.ensure_future(watch.run())
+    try:
+        yield watch
+    finally:
+        ticker.cancel()
 
 
 def rss_kib() -> int:

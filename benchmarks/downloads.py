@@ -24,7 +24,7 @@ import yarl
 
 import kling_async as kling
 
-from ._harness import Server, emulator_process, rss_kib, save, table
+from ._harness import Server, emulator_process, loop_watch, save, table
 from .scale import create_tasks
 
 
@@ -67,25 +67,16 @@ async def one_run(name: str, server: Server, urls: list[str], files: int,
                   size: int) -> dict[str, float]:
     """Download every URL once with ``name``; throughput and peak RSS growth."""
     with tempfile.TemporaryDirectory() as tmp:
-        peak, baseline = 0, rss_kib()
-
-        async def monitor() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, rss_kib())
-                await asyncio.sleep(0.01)
-
-        watcher = asyncio.ensure_future(monitor())
-        started = time.monotonic()
-        if name.startswith("raw"):
-            await raw(urls, Path(tmp))
-        else:
-            await sdk(server, urls, Path(tmp))
-        elapsed = time.monotonic() - started
-        watcher.cancel()
+        async with loop_watch() as watch:
+            started = time.monotonic()
+            if name.startswith("raw"):
+                await raw(urls, Path(tmp))
+            else:
+                await sdk(server, urls, Path(tmp))
+            elapsed = time.monotonic() - started
         written = sum(p.stat().st_size for p in Path(tmp).glob("*.mp4"))  # noqa: ASYNC240
     assert written == files * size, (written, files * size)
-    return {"mb_per_s": written / elapsed / 1e6, "peak_rss_growth_mib": (peak - baseline) / 1024}
+    return {"mb_per_s": written / elapsed / 1e6, "peak_rss_growth_mib": watch.growth_kib / 1024}
 
 
 async def measure(files: int, size: int, rounds: int) -> list[dict[str, Any]]:

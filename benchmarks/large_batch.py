@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import time
 from typing import Any
 
@@ -26,8 +25,8 @@ from ._harness import (
     api_time,
     cpu_seconds,
     emulator_process,
+    loop_watch,
     percentile,
-    rss_kib,
     save,
     table,
 )
@@ -37,42 +36,26 @@ async def run(server: Server, tasks: int, scale: float) -> dict[str, Any]:
     """One batch of ``tasks``; the figures of one row."""
     poll = kling.PollPolicy.scaled(scale)
     detected: dict[str, float] = {}
-    lags: list[float] = []
-    peak = 0
-
-    async def monitor() -> None:
-        nonlocal peak
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(0.01)
-            lags.append(time.monotonic() - started - 0.01)
-            peak = max(peak, rss_kib())
-
-    gc.collect()
-    baseline = rss_kib()
-    cpu_before = cpu_seconds()
-    started = time.monotonic()
-    watcher = asyncio.ensure_future(monitor())
-    requests = [kling.TextToVideo(prompt=f"large batch clip {n}") for n in range(tasks)]
-    client = kling.Client(server.api_key, base_url=server.url, poll=poll,
-                          max_in_flight=tasks + 1, max_requests_per_second=None)
-    async with client, client.generate_many(requests, submit_concurrency=16) as events:
-        async for event in events:
-            if isinstance(event, kling.Succeeded | kling.Failed) and event.task_id:
-                detected[event.task_id] = time.monotonic()
-    watcher.cancel()
-    cpu = cpu_seconds() - cpu_before
-    wall = time.monotonic() - started
+    async with loop_watch() as watch:  # the requests are part of what is measured
+        cpu_before, started = cpu_seconds(), time.monotonic()
+        requests = [kling.TextToVideo(prompt=f"large batch clip {n}") for n in range(tasks)]
+        client = kling.Client(server.api_key, base_url=server.url, poll=poll,
+                              max_in_flight=tasks + 1, max_requests_per_second=None)
+        async with client, client.generate_many(requests, submit_concurrency=16) as events:
+            async for event in events:
+                if isinstance(event, kling.Succeeded | kling.Failed) and event.task_id:
+                    detected[event.task_id] = time.monotonic()
+        cpu, wall = cpu_seconds() - cpu_before, time.monotonic() - started
     async with aiohttp.ClientSession() as session:
         timeline = await server.stats(session)
     ends = timeline["ends"]
     detection = [api_time(at, timeline) - ends[t] for t, at in detected.items()]
     reads = timeline["requests"].get("get", 0) + timeline["requests"].get("batch", 0)
     return {"tasks": tasks, "finished": len(detected),
-            "rss_bytes_per_task": (peak - baseline) * 1024 / tasks,
-            "loop_lag_p50_ms": percentile(lags, 0.5) * 1000,
-            "loop_lag_p99_ms": percentile(lags, 0.99) * 1000,
-            "loop_lag_max_ms": max(lags) * 1000,
+            "rss_bytes_per_task": watch.growth_kib * 1024 / tasks,
+            "loop_lag_p50_ms": percentile(watch.lags, 0.5) * 1000,
+            "loop_lag_p99_ms": percentile(watch.lags, 0.99) * 1000,
+            "loop_lag_max_ms": max(watch.lags) * 1000,
             "detection_p95_api_s": percentile(detection, 0.95),
             "reads_per_task": reads / tasks, "client_cpu_s": cpu, "wall_s": wall}
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -26,7 +24,7 @@ import httpx
 
 import kling_async as kling
 
-from ._harness import Server, emulator_process, percentile, rss_kib, save, table
+from ._harness import Server, emulator_process, loop_watch, percentile, save, table
 
 BODY = {"model": "kling-v3-text-to-video", "prompt": "benchmark clip", "duration": 5}
 
@@ -95,29 +93,15 @@ async def measure(name: str, tasks: int, seconds: float) -> dict[str, Any]:
         ids = await create_tasks(server, tasks)
         async with aiohttp.ClientSession() as session:
             before = (await server.stats(session))["connections"]
-        lags: list[float] = []
-        peak = 0
-
-        async def monitor() -> None:
-            nonlocal peak
-            while True:
-                started = time.monotonic()
-                await asyncio.sleep(0.01)
-                lags.append(time.monotonic() - started - 0.01)
-                peak = max(peak, rss_kib())
-
-        gc.collect()
-        baseline = rss_kib()
-        watcher = asyncio.ensure_future(monitor())
-        await VARIANTS[name](server, ids, seconds)
-        watcher.cancel()
+        async with loop_watch() as watch:
+            await VARIANTS[name](server, ids, seconds)
         async with aiohttp.ClientSession() as session:
             after = (await server.stats(session))["connections"]
     return {"variant": name, "tasks": len(ids),
-            "rss_growth_kib": peak - baseline,
-            "bytes_per_task": (peak - baseline) * 1024 / len(ids),
-            "loop_lag_p50_ms": percentile(lags, 0.5) * 1000,
-            "loop_lag_p99_ms": percentile(lags, 0.99) * 1000,
+            "rss_growth_kib": watch.growth_kib,
+            "bytes_per_task": watch.growth_kib * 1024 / len(ids),
+            "loop_lag_p50_ms": percentile(watch.lags, 0.5) * 1000,
+            "loop_lag_p99_ms": percentile(watch.lags, 0.99) * 1000,
             "connections": after - before}
 
 

@@ -25,7 +25,7 @@ import kling_async as kling
 from ._harness import Server, api_time, cpu_seconds, emulator_process, percentile, save, table
 from .baselines import aiohttp_loop, careful_loop, httpx_loop
 
-Runner = Callable[[Server, int, float], Awaitable[dict[str, float]]]
+Runner = Callable[[Server, int, float, int], Awaitable[dict[str, float]]]
 
 
 def client_for(server: Server, tasks: int, scale: float) -> kling.Client:
@@ -34,24 +34,28 @@ def client_for(server: Server, tasks: int, scale: float) -> kling.Client:
                         max_requests_per_second=None, max_connections=16)
 
 
-async def kling_run(server: Server, tasks: int, scale: float,
+async def kling_run(server: Server, tasks: int, scale: float, waves: int = 1,
                     callback_url: str | None = None,
                     on_client: Callable[[kling.Client], None] | None = None
                     ) -> dict[str, float]:
+    """``tasks`` clips in ``waves`` batches one after the other, through one Client."""
     detected: dict[str, float] = {}
     request = kling.TextToVideo(prompt="benchmark clip", callback_url=callback_url,
                                 allow_local_callback=callback_url is not None)
     async with client_for(server, tasks, scale) as client:
         if on_client is not None:
             on_client(client)
-        async with client.generate_many([request] * tasks, submit_concurrency=16) as events:
-            async for event in events:
-                if isinstance(event, kling.Succeeded | kling.Failed) and event.task_id:
-                    detected[event.task_id] = time.monotonic()
+        for _ in range(waves):
+            async with client.generate_many([request] * (tasks // waves),
+                                            submit_concurrency=16) as events:
+                async for event in events:
+                    if isinstance(event, kling.Succeeded | kling.Failed) and event.task_id:
+                        detected[event.task_id] = time.monotonic()
     return detected
 
 
-async def kling_callbacks(server: Server, tasks: int, scale: float) -> dict[str, float]:
+async def kling_callbacks(server: Server, tasks: int, scale: float,
+                          waves: int = 1) -> dict[str, float]:
     holder: list[kling.Client] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -67,24 +71,39 @@ async def kling_callbacks(server: Server, tasks: int, scale: float) -> dict[str,
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        return await kling_run(server, tasks, scale, callback_url=f"http://{host}:{port}/hook",
+        return await kling_run(server, tasks, scale, waves,
+                               callback_url=f"http://{host}:{port}/hook",
                                on_client=holder.append)
     finally:
         await runner.cleanup()
 
 
+def in_waves(loop: Callable[[Server, int, float], Awaitable[dict[str, float]]]) -> Runner:
+    """A baseline loop run ``waves`` times one after the other, ``tasks / waves`` each."""
+    async def run(server: Server, tasks: int, scale: float, waves: int) -> dict[str, float]:
+        detected: dict[str, float] = {}
+        for _ in range(waves):
+            detected.update(await loop(server, tasks // waves, scale))
+        return detected
+    return run
+
+
+@in_waves
 async def baseline_a(server: Server, tasks: int, scale: float) -> dict[str, float]:
     return await aiohttp_loop.run(server.url, server.api_key, tasks, 5 / scale)
 
 
+@in_waves
 async def baseline_a2(server: Server, tasks: int, scale: float) -> dict[str, float]:
     return await careful_loop.per_task(server.url, server.api_key, tasks, 5 / scale, scale)
 
 
+@in_waves
 async def baseline_a3(server: Server, tasks: int, scale: float) -> dict[str, float]:
     return await careful_loop.batched(server.url, server.api_key, tasks, 5 / scale, scale)
 
 
+@in_waves
 async def baseline_b(server: Server, tasks: int, scale: float) -> dict[str, float]:
     return await httpx_loop.run(server.url, server.api_key, tasks, 5 / scale)
 
@@ -101,14 +120,15 @@ VARIANTS: dict[str, tuple[Runner, tuple[str, ...]]] = {
 
 
 async def measure(name: str, tasks: int, scale: float,
-                  world: tuple[str, ...] = ()) -> dict[str, Any]:
+                  world: tuple[str, ...] = (), waves: int = 1) -> dict[str, Any]:
     """One variant against its own Emulator process (``world``: extra Emulator flags,
-    such as failures or durations that disagree with the estimate)."""
+    such as failures or durations that disagree with the estimate; ``waves``: the tasks
+    in that many batches one after the other)."""
     runner, flags = VARIANTS[name]
     with emulator_process("--time-scale", str(scale), *flags, *world) as server:
         cpu_before, started = cpu_seconds(), time.monotonic()
-        with anyio.fail_after(3600 / scale + 120):
-            detected = await runner(server, tasks, scale)
+        with anyio.fail_after(waves * 3600 / scale + 120):
+            detected = await runner(server, tasks, scale, waves)
         wall, cpu = time.monotonic() - started, cpu_seconds() - cpu_before
         async with aiohttp.ClientSession() as session:
             timeline = await server.stats(session)
@@ -138,11 +158,15 @@ def main() -> None:
     parser.add_argument("--duration-factor", type=float, default=1.0,
                         help="real durations over the reported estimate (5: five times "
                         "longer than estimated)")
+    parser.add_argument("--waves", type=int, default=1,
+                        help="run the tasks in this many batches one after the other (a "
+                        "client learns from the first what to expect of the next)")
     args = parser.parse_args()
     world = ("--failure-rate", str(args.failure_rate),
              "--duration-factor", str(args.duration_factor))
     names = [n for n in VARIANTS if not args.only or any(o in n for o in args.only)]
-    rows = [asyncio.run(measure(name, args.tasks, args.scale, world)) for name in names]
+    rows = [asyncio.run(measure(name, args.tasks, args.scale, world, args.waves))
+            for name in names]
     base = next((r for r in rows if r["variant"].startswith("(a)")), None)
     for row in rows:
         if base is not None:
@@ -155,7 +179,8 @@ def main() -> None:
                + "".join(f' --only "{o}"' for o in args.only or ())
                + (f" --failure-rate {args.failure_rate:g}" if args.failure_rate else "")
                + (f" --duration-factor {args.duration_factor:g}"
-                  if args.duration_factor != 1 else ""))
+                  if args.duration_factor != 1 else "")
+               + (f" --waves {args.waves}" if args.waves != 1 else ""))
     # Runs of some variants, or in another world, are kept apart from the full table
     # (and its chart).
     name = "polling"
@@ -163,6 +188,8 @@ def main() -> None:
         name += "_selected"
     if args.failure_rate or args.duration_factor != 1:
         name += f"_failures{args.failure_rate:g}_durations{args.duration_factor:g}"
+    if args.waves != 1:
+        name += f"_waves{args.waves}"
     print("saved", save(name, command, rows, scale=args.scale))
 
 

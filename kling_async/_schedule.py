@@ -8,8 +8,8 @@ import random
 import anyio
 
 from ._config import PollPolicy
+from ._durations import Spread
 
-EARLY_SHARE = 0.8       # real durations spread about ±20 % around the server's estimate
 PROGRESS_MARGIN = 0.95  # pace-based ends are shaded early: progress is rarely linear
 MIN_PROGRESS = 10       # below this, progress says too little about the end
 FINAL_PHASE = 90        # from here on, the task is finishing: read by what is left
@@ -18,24 +18,27 @@ STEP_SHARE = 0.5        # after a pace-based prediction, wait half of the time l
 
 
 def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float | None,
-                        progress: int) -> tuple[float, float]:
+                        progress: int, spread: Spread) -> tuple[float, float]:
     """Seconds until a task might plausibly finish, and the share of them to wait now.
 
     Before anything says otherwise, the earliest plausible end is the early edge of the
-    server's ``estimated_time`` (scaled): nothing is learnt by reading sooner, so the
-    whole way is waited (share 1), in steps of at most ``max_interval``, the
-    failure-detection budget. Once progress says more: below 90 %, the later of that
-    edge and the end the average pace implies (a pace-based end is uncertain: wait half
-    of it); from 90 %, half of the remaining percent of the expected duration, so reads
-    tighten as the task closes in on 100 %.
+    server's ``estimated_time`` (scaled), at the share of it that ``spread`` has learnt
+    for this kind of task: nothing is learnt by reading sooner, so the whole way is
+    waited (share 1), in steps of at most ``max_interval``, the failure-detection
+    budget. Once progress says more: below 90 %, the later of that edge and the end the
+    average pace implies (a pace-based end is uncertain: wait half of it); from 90 %,
+    half of the remaining percent of the expected duration, so reads tighten as the task
+    closes in on 100 %. A task that says nothing of its progress and is past the late
+    edge (later than every task of its kind seen) is read less and less often.
     """
     total = (estimate if estimate is not None else policy.default_estimate) / policy.time_scale
-    early_edge = max(total * EARLY_SHARE - elapsed, 0.0)
+    early_edge = max(total * spread.early - elapsed, 0.0)
     if progress < MIN_PROGRESS or elapsed <= 0:
-        return early_edge, 1.0
+        overdue = elapsed - total * spread.late
+        return (overdue, STEP_SHARE) if overdue > 0 else (early_edge, 1.0)
     pace_total = elapsed * 100.0 / progress
     if progress >= FINAL_PHASE:
-        expected = max(total * EARLY_SHARE, pace_total)
+        expected = max(total * spread.early, pace_total)
         return (100 - progress) / 100.0 * expected * FINAL_SHARE, STEP_SHARE
     by_pace = pace_total * PROGRESS_MARGIN - elapsed
     if early_edge >= by_pace:

@@ -18,6 +18,7 @@ import anyio
 import attrs
 
 from ._config import PollPolicy
+from ._durations import Durations, Spread
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
 from ._schedule import Timetable, error_delay, next_delay, predicted_remaining
@@ -54,6 +55,9 @@ class Entry:
     ticket: Ticket | None = None
     snapshot: TaskSnapshot | None = None
     estimate: float | None = None
+    spread: Spread | None = None  # of its kind (model, video seconds), once read
+    timed: bool = False  # followed since its creation: its duration teaches the spread
+    running_at: float = float("-inf")  # the last reading that found it unfinished
     watchers: set[TaskUpdates] = attrs.Factory(set)
     seq: int = 0
     last_read: float = float("-inf")
@@ -76,6 +80,7 @@ class TaskRegistry:
         self._finished: OrderedDict[str, TaskUpdate] = OrderedDict()
         self._channels: set[TaskUpdates] = set()
         self._due = Timetable()
+        self._durations = Durations(rng)
         self._closed: str | None = None
 
     # -- admission ------------------------------------------------------------------------
@@ -125,6 +130,8 @@ class TaskRegistry:
             self._release(ticket)
             return
         entry = self._entry(snapshot.id)
+        if entry.snapshot is None:  # first seen at its creation
+            entry.timed = not snapshot.is_terminal
         if snapshot.is_terminal or entry.ticket is not None:
             self._release(ticket)  # a finished task, or a replay of one already counted
         else:
@@ -368,20 +375,36 @@ class TaskRegistry:
         if previous is not None and snapshot.progress < previous.progress:
             snapshot = attrs.evolve(snapshot, progress=previous.progress)  # never backwards
         entry.snapshot = snapshot
+        if entry.spread is None:
+            entry.spread = self._durations.spread((snapshot.model, snapshot.video_duration))
         if previous is None or (previous.status, previous.progress) != (
                 snapshot.status, snapshot.progress):
             self._publish(entry, update_of(entry.task_id, snapshot))
         if snapshot.is_terminal:
+            if snapshot.status is TaskStatus.COMPLETED and entry.timed:
+                self._learn(entry, now)
             self._finish(entry, update_of(entry.task_id, snapshot))
         else:
             self._next_read(entry, snapshot.progress, now)
 
     def _next_read(self, entry: Entry, progress: int, now: float) -> None:
         entry.errors = entry.decode_errors = 0
+        entry.running_at = now
+        assert entry.spread is not None  # set with the first reading
         remaining, share = predicted_remaining(
             self._policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
-            progress=progress)
+            progress=progress, spread=entry.spread)
         self._schedule_at(entry, now + next_delay(self._policy, remaining, share, self._rng))
+
+    def _learn(self, entry: Entry, now: float) -> None:
+        """A task followed from its creation completed: its duration teaches its kind's
+        spread (the end lies between the last reading that found it running and now)."""
+        estimate = entry.estimate if entry.estimate is not None else \
+            self._policy.default_estimate
+        assert entry.spread is not None  # set with the first reading
+        entry.spread.learn(total=estimate / self._policy.time_scale,
+                           running_at=max(entry.running_at - entry.first_seen, 0.0),
+                           done_at=now - entry.first_seen)
 
     def _finish(self, entry: Entry, final: TaskUpdate) -> None:
         if final.error is not None:

@@ -1,0 +1,79 @@
+"""How long tasks really take, learnt per model and clip length from the tasks a Client
+has followed from their creation to their completion.
+
+A duration is kept as a share of the server's ``estimated_time``: the early edge of a
+kind of task is the low end of the shares seen (ends are rarely sooner), its late edge
+the high end. Before anything is learnt, the prior is 0.8-1.2 (the spread the API's
+estimates had when measured); a few completions replace it, so estimates that are wrong
+by any factor, either way, stop costing reads or lag after the first tasks of a kind.
+"""
+
+from __future__ import annotations
+
+import random
+
+PRIOR = (0.8, 1.2)    # shares of the estimate before anything is learnt
+MIN_SAMPLES = 8       # completions of a kind before its learnt spread replaces the prior
+KEEP = 256            # completions of each kind remembered: a uniform sample of the last
+MEMORY = 8 * KEEP     # ...this many (not the latest: those are the slowest of a batch)
+EDGE_QUANTILE = 0.02  # the edges leave out this share of the ends at each side
+PRECISE = 0.1         # an end bracketed within this share of the estimate is "precise"
+
+Kind = tuple[str, "int | None"]  # (model, seconds of video)
+
+
+class Spread:
+    """The shares of the estimate between which tasks of one kind end (``early``,
+    ``late``), learnt from their completions; shared by every entry of that kind."""
+
+    __slots__ = ("_highs", "_lows", "_rng", "_seen", "early", "late")
+
+    def __init__(self, rng: random.Random) -> None:
+        self.early, self.late = PRIOR
+        self._lows: list[float] = []
+        self._highs: list[float] = []
+        self._rng = rng
+        self._seen = 0
+
+    def learn(self, *, total: float, running_at: float, done_at: float) -> None:
+        """A task of this kind whose estimate was ``total`` seconds was still running
+        ``running_at`` seconds after its creation and found completed at ``done_at``.
+
+        The end lies between the two. A bracket wider than ``PRECISE`` of the estimate
+        (the task ended between two far-apart reads) counts at its middle for the early
+        edge, so a coarse bracket errs early (more reads), never late (lag).
+        """
+        if total <= 0 or done_at < running_at:
+            return
+        low, high = running_at / total, done_at / total
+        self._seen += 1
+        slot = len(self._lows) if len(self._lows) < KEEP else self._rng.randrange(
+            min(self._seen, MEMORY))  # reservoir sampling over the last MEMORY
+        if slot >= KEEP:
+            return
+        if slot == len(self._lows):
+            self._lows.append(0.0)
+            self._highs.append(0.0)
+        self._lows[slot] = low if high - low <= PRECISE else (low + high) / 2
+        self._highs[slot] = high
+        lows, highs = sorted(self._lows), sorted(self._highs)
+        if len(lows) < MIN_SAMPLES:  # too few to trust alone: they can only widen the prior
+            self.early, self.late = min(PRIOR[0], lows[0]), max(PRIOR[1], highs[-1])
+            return
+        cut = int(len(lows) * EDGE_QUANTILE)
+        self.early, self.late = lows[cut], highs[len(highs) - 1 - cut]
+
+
+class Durations:
+    """The learnt :class:`Spread` of each kind of task."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._kinds: dict[Kind, Spread] = {}
+        self._rng = rng
+
+    def spread(self, kind: Kind) -> Spread:
+        """The (live) spread of ``kind``: the prior until it is learnt."""
+        spread = self._kinds.get(kind)
+        if spread is None:
+            spread = self._kinds[kind] = Spread(self._rng)
+        return spread

@@ -1,0 +1,76 @@
+"""The read schedule learns how long tasks really take, per model and clip length."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+
+import kling_async as kling
+from kling_async._durations import KEEP, MIN_SAMPLES, PRIOR, Spread
+from kling_async.testing import Emulator
+
+from .conftest import make_client
+
+
+def test_a_spread_keeps_the_prior_until_it_has_learnt_enough() -> None:
+    spread = Spread(random.Random(1))
+    assert (spread.early, spread.late) == PRIOR
+    for _ in range(MIN_SAMPLES - 1):  # tasks ending at 0.9-1.0 of the estimate
+        spread.learn(total=100.0, running_at=90.0, done_at=100.0)
+    assert (spread.early, spread.late) == PRIOR  # few samples only ever widen the prior
+    spread.learn(total=100.0, running_at=30.0, done_at=35.0)
+    assert (spread.early, spread.late) == (0.3, 1.0)  # eight: learnt
+    for _ in range(40):  # enough: the learnt edges replace the prior, both ways
+        spread.learn(total=100.0, running_at=400.0, done_at=405.0)
+    assert spread.early == 0.3  # the lowest 2 % of 48 samples is the lowest
+    assert spread.late == 4.05
+
+
+def test_a_coarse_bracket_errs_early() -> None:
+    spread = Spread(random.Random(1))
+    for _ in range(MIN_SAMPLES):  # found done 60 s after the previous read
+        spread.learn(total=100.0, running_at=0.0, done_at=60.0)
+    assert spread.early == 0.3  # the middle of the bracket, not its end
+    assert spread.late == 0.6
+
+
+def test_a_spread_samples_the_whole_stream_not_its_tail() -> None:
+    # A large batch: completions arrive fastest first, so the latest ones are the slowest.
+    spread = Spread(random.Random(2))
+    for n in range(4 * KEEP):
+        done = 0.8 + 0.4 * n / (4 * KEEP)
+        spread.learn(total=1.0, running_at=done - 0.01, done_at=done)
+    assert spread.early < 0.85
+    assert spread.late > 1.15
+
+
+async def test_reads_move_to_where_tasks_of_the_kind_end(emulator: Emulator) -> None:
+    """Tasks estimated at 300 s that end within 10 %: once a client has seen a few, it
+    reads the next task of that kind densely there, instead of every ``max_interval``
+    until 80 % of the estimate."""
+    # 300 API-s estimates last 3 s of real time for the client; the stepped Emulator's
+    # tasks end only when finished here.
+    poll = kling.PollPolicy(min_interval=0.05, max_interval=1.0, jitter=0.0, time_scale=100)
+    request = kling.TextToVideo(prompt="a short clip")
+    async with make_client(emulator, poll=poll) as client:
+        first = [await client.submit(request) for _ in range(MIN_SAMPLES)]
+        await anyio.sleep(0.3)
+        for task in first:
+            emulator.finish_task(task.id)
+        with anyio.fail_after(10):
+            for task in first:  # found at the first read, 1 s in: the end was 0-1 s
+                assert (await client.wait_finished(task.id)).is_terminal
+
+        before = emulator.statistics()
+        task = await client.submit(request)
+        await anyio.sleep(1.2)
+        stats = emulator.statistics()
+        reads = (stats.count("get") + stats.count("batch")
+                 - before.count("get") - before.count("batch"))
+        # With the prior: one read (at max_interval, 1 s) in 1.2 s. Learnt: from the
+        # middle of the bracket (0.5 s) every min_interval up to its end (1 s).
+        assert reads >= 5, reads
+        emulator.finish_task(task.id)
+        with anyio.fail_after(10):
+            assert (await client.wait_finished(task.id)).status is kling.TaskStatus.COMPLETED

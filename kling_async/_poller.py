@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._config import PollPolicy
 from ._convert import batch_items, snapshot_from_wire
@@ -54,6 +54,7 @@ class Poller:
         self._registry = registry
         self.batch_supported: bool | None = None
         self._probing = False  # the first batch read is on its way
+        self._probed = anyio.Event()  # ...and has been answered
         self.batch_reads = 0
         self.single_reads = 0
         self.statuses_read = 0
@@ -78,8 +79,25 @@ class Poller:
                     if not due:
                         await self._registry.wait_due()
                         continue
+                    if self.batch_supported is None and not self._probing:
+                        due = await self._probe(due, send)
                     for chunk in self._chunks(due):
                         await send.send(chunk)
+
+    async def _probe(self, due: list[Entry], send: MemoryObjectSendStream[list[Entry]]
+                     ) -> list[Entry]:
+        """Read one chunk of ``due`` with a batch read and wait (up to ``min_interval``)
+        for its answer: the rest is then read the way the server supports, not with one
+        GET each meanwhile. Returns the rest."""
+        batchable = [e for e in due if not e.needs_get]
+        if len(batchable) < 2:
+            return due
+        size = self._policy.batch_size
+        self._probing, self._probed = True, anyio.Event()
+        await send.send(batchable[:size])
+        with anyio.move_on_after(self._policy.min_interval):
+            await self._probed.wait()
+        return [e for e in due if e.needs_get] + batchable[size:]
 
     async def _reader(self, chunks: MemoryObjectReceiveStream[list[Entry]]) -> None:
         with chunks:
@@ -116,7 +134,7 @@ class Poller:
             data, request_id = await self._transport.get_task(entry.task_id)
             if _unchanged(entry, data):
                 self.statuses_read += 1
-                registry.report_unchanged(entry)
+                registry.report_unchanged([entry])
                 return
             snapshot = snapshot_from_wire(data, request_id)
         except _PERMANENT as exc:
@@ -134,6 +152,13 @@ class Poller:
         registry.report(entry, snapshot)
 
     async def _read_batch(self, chunk: list[Entry]) -> None:
+        try:
+            await self._read_chunk(chunk)
+        finally:
+            self._probing = False
+            self._probed.set()
+
+    async def _read_chunk(self, chunk: list[Entry]) -> None:
         self.batch_reads += 1
         registry = self._registry
         try:
@@ -141,7 +166,6 @@ class Poller:
                 "POST", "/v1/tasks/batch", {"task_ids": [e.task_id for e in chunk]})
             items = batch_items(answer)
         except APIError as exc:
-            self._probing = False
             if exc.status in (404, 405) and self.batch_supported is not True:
                 logger.debug("no batch read on this server; reading tasks one by one")
                 self.batch_supported = False
@@ -155,11 +179,9 @@ class Poller:
                     registry.retry_later(entry, exc)
             return
         except KlingError as exc:
-            self._probing = False
             for entry in chunk:
                 registry.retry_later(entry, exc)
             return
-        self._probing = False
         self.batch_supported = True
         self._apply_batch(chunk, items, request_id)
 
@@ -167,22 +189,26 @@ class Poller:
                      request_id: str | None) -> None:
         registry = self._registry
         by_id = {entry.task_id: entry for entry in chunk}
+        unchanged: list[Entry] = []  # most readings: only their next read is scheduled
         now = anyio.current_time()  # one answer, one moment (the clock read is not free)
         for item in items:
-            task_id = item.get("id") if isinstance(item, dict) else None
-            entry = by_id.pop(task_id, None) if isinstance(task_id, str) else None
+            task_id = item.get("id") if type(item) is dict else None
+            entry = by_id.pop(task_id, None) if type(task_id) is str else None
             if entry is None:
                 continue  # not asked for, or a duplicate
-            self.statuses_read += 1
-            if _unchanged(entry, item):
-                registry.report_unchanged(entry, now)
+            last = entry.snapshot  # the item is this entry's: _unchanged() inlined
+            if (last is not None and item.get("status") == last.raw_status
+                    and item.get("progress") == last.progress):
+                unchanged.append(entry)
                 continue
             try:
                 snapshot = snapshot_from_wire(item, request_id)
             except ResponseDecodeError as exc:
-                self.statuses_read -= 1
                 registry.unreadable(entry, exc)
                 continue
+            self.statuses_read += 1
             registry.report(entry, snapshot, now)
+        self.statuses_read += len(unchanged)
+        registry.report_unchanged(unchanged, now)
         for entry in by_id.values():
             registry.left_out(entry)

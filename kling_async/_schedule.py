@@ -80,6 +80,15 @@ class Timetable:
         if self._heap[0] is item:
             self._wake.set()
 
+    def add_many(self, items: list[tuple[float, int, str]]) -> None:
+        """Schedule several ``(when, seq, task_id)`` items at once."""
+        heap = self._heap
+        first = heap[0] if heap else None
+        for item in items:
+            heapq.heappush(heap, item)
+        if heap and heap[0] is not first:
+            self._wake.set()
+
     def pop_until(self, horizon: float) -> tuple[float, int, str] | None:
         """The earliest item due by ``horizon``, removed; None if there is none."""
         if self._heap and self._heap[0][0] <= horizon:

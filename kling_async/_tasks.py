@@ -279,24 +279,34 @@ class TaskRegistry:
     def pop_due(self, now: float, *, ride_along: bool) -> list[Entry]:
         """Entries to read now, marked as being read.
 
-        With ``ride_along`` (batch reads), ids due within half ``min_interval`` join a
-        chunk that is read anyway (one request either way). Every schedule keeps
-        ``min_interval`` after the last read, so a ride-along is never sooner than
-        ``min_interval / 2`` after it.
+        With ``ride_along`` (batch reads), a chunk that is sent anyway is filled with ids
+        due within ``min_interval`` (one request either way), as long as each was last
+        read at least ``min_interval / 2`` ago: a ride-along is never sooner than that
+        after the read before it.
         """
         policy = self._policy
-        horizon = now + (policy.min_interval / 2 if ride_along else 0.0)
+        horizon = now + (policy.min_interval if ride_along else 0.0)
+        floor = now - policy.min_interval / 2
         due: list[Entry] = []
+        early: list[tuple[float, int, str]] = []  # too recently read to ride along
         while (item := self._due.pop_until(horizon)) is not None:
             entry = self._entries.get(item[2])
             if entry is None or entry.seq != item[1] or entry.reading:
                 continue  # stale; a read in progress reschedules its entry when it ends
-            if item[0] > now and len(due) % policy.batch_size == 0:
-                self._due.put_back(item)  # nothing to ride along with
-                break
+            if item[0] > now:
+                if len(due) % policy.batch_size == 0:
+                    self._due.put_back(item)  # nothing to ride along with
+                    break
+                if entry.last_read > floor:
+                    early.append(item)
+                    if len(early) < policy.batch_size:
+                        continue
+                    break  # the chunk stays partial rather than scanning further
             entry.reading = True
             entry.last_read = now
             due.append(entry)
+        for item in early:
+            self._due.put_back(item)
         return due
 
     async def wait_due(self) -> None:
@@ -312,15 +322,30 @@ class TaskRegistry:
             entry.urgent_since = None  # this read was sent after the claim: confirmed
         self._absorb(entry, snapshot, anyio.current_time() if now is None else now)
 
-    def report_unchanged(self, entry: Entry, now: float | None = None) -> None:
-        """A reading whose status and progress are those already known (nothing to
-        publish, nothing to rebuild): only the next read is scheduled."""
-        assert entry.snapshot is not None
-        entry.reading = False
-        if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
-            entry.urgent_since = None
-        self._next_read(entry, entry.snapshot.progress,
-                        anyio.current_time() if now is None else now)
+    def report_unchanged(self, entries: list[Entry], now: float | None = None) -> None:
+        """Readings whose status and progress are those already known (nothing to
+        publish, nothing to rebuild): only the next reads are scheduled. The hot path of
+        polling, so it is one loop (``_next_read`` and ``_schedule_at`` in line)."""
+        now = anyio.current_time() if now is None else now
+        policy, rng, followed, due = self._policy, self._rng, self._entries, self._due
+        items = []
+        for entry in entries:
+            assert entry.snapshot is not None
+            assert entry.spread is not None
+            entry.reading = False
+            if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
+                entry.urgent_since = None
+            if followed.get(entry.task_id) is not entry:
+                continue  # no longer followed
+            entry.errors = entry.decode_errors = 0
+            entry.running_at = now
+            remaining, share = predicted_remaining(
+                policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
+                progress=entry.snapshot.progress, spread=entry.spread)
+            entry.seq += 1
+            items.append((max(now + next_delay(policy, remaining, share, rng),
+                              entry.last_read + policy.min_interval), entry.seq, entry.task_id))
+        due.add_many(items)
 
     def unreadable(self, entry: Entry, exc: KlingError) -> None:
         """The answer about ``entry`` could not be read: retry, or give up after a few."""

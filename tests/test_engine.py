@@ -152,6 +152,27 @@ async def test_batch_reads_are_used(fast_emulator: Emulator) -> None:
     assert emu_stats.count("batch", 200) == stats.batch_reads
 
 
+async def test_the_first_batch_read_is_awaited_before_the_rest(emulator: Emulator) -> None:
+    """Many ids due at once (adopted at start-up): one batch read finds out whether the
+    server has them, and the rest follow in batches, not one GET each meanwhile."""
+    async with make_client(emulator, max_in_flight=120) as first_run:
+        with anyio.fail_after(10):
+            ids = [(await first_run.submit(r)).id for r in prompts(120)]
+    before = emulator.statistics()
+    async with make_client(emulator, max_in_flight=120) as second_run:
+        second_run.track(ids)
+        seen: set[str] = set()
+        with anyio.fail_after(10):
+            async with second_run.watch(ids) as updates:
+                async for update in updates:
+                    seen.add(update.task_id)
+                    if len(seen) == len(ids):
+                        break
+        stats = emulator.statistics()
+    assert stats.count("get") == before.count("get")  # no GET at all
+    assert stats.count("batch") - before.count("batch") == 3  # 50 + 50 + 20
+
+
 async def test_fallback_to_single_reads() -> None:
     async with Emulator(time_scale=SCALE, seed=2, batch_endpoint=False) as emu:
         async with fast_client(emu, max_in_flight=10) as client:

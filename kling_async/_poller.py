@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._config import PollPolicy
 from ._convert import batch_items, snapshot_from_wire
@@ -63,68 +62,48 @@ class Poller:
                   ) -> None:
         """Read due ids until cancelled (by the Client on exit).
 
-        A fixed set of ``max_concurrent_reads`` readers takes chunks from an unbuffered
-        stream, so handing over a chunk waits for a free reader (no task per read).
+        ``max_concurrent_reads`` readers each take their next chunk from the registry
+        themselves when they are free (no hand-over between tasks, no task per read).
         """
-        send, receive = anyio.create_memory_object_stream[list[Entry]](0)
         async with anyio.create_task_group() as tg:
             for _ in range(self._policy.max_concurrent_reads):
-                tg.start_soon(self._reader, receive.clone())
-            receive.close()
+                tg.start_soon(self._reader)
             task_status.started()
-            with send:
-                while True:
-                    due = self._registry.pop_due(anyio.current_time(),
-                                                 ride_along=self.batch_supported is True)
-                    if not due:
-                        await self._registry.wait_due()
-                        continue
-                    if self.batch_supported is None and not self._probing:
-                        due = await self._probe(due, send)
-                    for chunk in self._chunks(due):
-                        await send.send(chunk)
 
-    async def _probe(self, due: list[Entry], send: MemoryObjectSendStream[list[Entry]]
-                     ) -> list[Entry]:
-        """Read one chunk of ``due`` with a batch read and wait (up to ``min_interval``)
-        for its answer: the rest is then read the way the server supports, not with one
-        GET each meanwhile. Returns the rest."""
-        batchable = [e for e in due if not e.needs_get]
-        if len(batchable) < 2:
-            return due
-        size = self._policy.batch_size
-        self._probing, self._probed = True, anyio.Event()
-        await send.send(batchable[:size])
-        with anyio.move_on_after(self._policy.min_interval):
-            await self._probed.wait()
-        return [e for e in due if e.needs_get] + batchable[size:]
+    async def _reader(self) -> None:
+        registry = self._registry
+        while True:
+            if self._probing:  # another reader's batch read says whether the server has it
+                with anyio.move_on_after(self._policy.min_interval):
+                    await self._probed.wait()
+            chunk = self._take()
+            if not chunk:
+                await registry.wait_due()
+                continue
+            single = self.batch_supported is False
+            gets = [e for e in chunk if single or e.needs_get]  # left out of a batch answer
+            batched = [e for e in chunk if not (single or e.needs_get)]
+            try:
+                for entry in gets:
+                    await self._read_one(entry)
+                if len(batched) == 1:
+                    await self._read_one(batched[0])
+                elif batched:
+                    await self._read_batch(batched)
+            finally:
+                registry.read_done(chunk)
 
-    async def _reader(self, chunks: MemoryObjectReceiveStream[list[Entry]]) -> None:
-        with chunks:
-            async for chunk in chunks:
-                try:
-                    if len(chunk) == 1:
-                        await self._read_one(chunk[0])
-                    else:
-                        await self._read_batch(chunk)
-                finally:
-                    self._registry.read_done(chunk)
-
-    def _chunks(self, due: list[Entry]) -> list[list[Entry]]:
-        # Until one batch read has answered, only one is tried at a time.
-        batching = self.batch_supported is True or (
-            self.batch_supported is None and not self._probing)
-        singles = [[e] for e in due if e.needs_get or not batching]
-        batched = [e for e in due if not e.needs_get and batching]
-        if len(batched) == 1:
-            return [*singles, batched]
-        size = self._policy.batch_size
-        chunks = [batched[i:i + size] for i in range(0, len(batched), size)]
-        if self.batch_supported is None and chunks:
-            self._probing = True
-            singles += [[e] for chunk in chunks[1:] for e in chunk]
-            chunks = chunks[:1]
-        return singles + chunks
+    def _take(self) -> list[Entry]:
+        """The next chunk to read: up to ``batch_size`` due ids (or one, once the server
+        is known to have no batch read). The first batch read is the probe: other
+        readers wait for its answer (at most ``min_interval``) before taking more."""
+        batching = self.batch_supported is not False
+        chunk = self._registry.pop_due(
+            anyio.current_time(), ride_along=self.batch_supported is True,
+            limit=self._policy.batch_size if batching else 1)
+        if self.batch_supported is None and sum(not e.needs_get for e in chunk) > 1:
+            self._probing, self._probed = True, anyio.Event()
+        return chunk
 
     async def _read_one(self, entry: Entry) -> None:
         self.single_reads += 1

@@ -100,8 +100,10 @@ class Timetable:
         heapq.heappush(self._heap, item)
 
     async def wait(self) -> None:
-        """Sleep until the earliest item is due, or an earlier one is added."""
+        """Sleep until the earliest item is due, or an earlier one is added (every
+        sleeper wakes: they share one event)."""
         wait = self._heap[0][0] - anyio.current_time() if self._heap else 3600.0
-        self._wake = anyio.Event()
+        if self._wake.is_set():
+            self._wake = anyio.Event()
         with anyio.move_on_after(max(wait, 0.0)):
             await self._wake.wait()

@@ -276,8 +276,8 @@ class TaskRegistry:
 
     # -- what the poller reads and reports ------------------------------------------------
 
-    def pop_due(self, now: float, *, ride_along: bool) -> list[Entry]:
-        """Entries to read now, marked as being read.
+    def pop_due(self, now: float, *, ride_along: bool, limit: int) -> list[Entry]:
+        """Up to ``limit`` entries to read now (one chunk), marked as being read.
 
         With ``ride_along`` (batch reads), a chunk that is sent anyway is filled with ids
         due within ``min_interval`` (one request either way), as long as each was last
@@ -289,17 +289,17 @@ class TaskRegistry:
         floor = now - policy.min_interval / 2
         due: list[Entry] = []
         early: list[tuple[float, int, str]] = []  # too recently read to ride along
-        while (item := self._due.pop_until(horizon)) is not None:
+        while len(due) < limit and (item := self._due.pop_until(horizon)) is not None:
             entry = self._entries.get(item[2])
             if entry is None or entry.seq != item[1] or entry.reading:
                 continue  # stale; a read in progress reschedules its entry when it ends
             if item[0] > now:
-                if len(due) % policy.batch_size == 0:
+                if not due:
                     self._due.put_back(item)  # nothing to ride along with
                     break
                 if entry.last_read > floor:
                     early.append(item)
-                    if len(early) < policy.batch_size:
+                    if len(early) < limit:
                         continue
                     break  # the chunk stays partial rather than scanning further
             entry.reading = True

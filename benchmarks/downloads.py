@@ -24,7 +24,7 @@ import yarl
 
 import kling_async as kling
 
-from ._harness import Server, emulator_process, loop_watch, save, table
+from ._harness import Server, cpu_seconds, emulator_process, loop_watch, save, table
 from .scale import create_tasks
 
 
@@ -64,35 +64,39 @@ async def sdk(server: Server, urls: list[str], folder: Path) -> None:
 
 
 async def one_run(name: str, server: Server, urls: list[str], files: int,
-                  size: int) -> dict[str, float]:
-    """Download every URL once with ``name``; throughput and peak RSS growth."""
-    with tempfile.TemporaryDirectory() as tmp:
+                  size: int, under: str | None) -> dict[str, float]:
+    """Download every URL once with ``name`` into a new folder ``under`` (None: the
+    system's temporary folder); throughput and peak RSS growth."""
+    with tempfile.TemporaryDirectory(dir=under) as tmp:
         async with loop_watch() as watch:
-            started = time.monotonic()
+            started, cpu = time.monotonic(), cpu_seconds()
             if name.startswith("raw"):
                 await raw(urls, Path(tmp))
             else:
                 await sdk(server, urls, Path(tmp))
-            elapsed = time.monotonic() - started
+            elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu
         written = sum(p.stat().st_size for p in Path(tmp).glob("*.mp4"))  # noqa: ASYNC240
     assert written == files * size, (written, files * size)
-    return {"mb_per_s": written / elapsed / 1e6, "peak_rss_growth_mib": watch.growth_kib / 1024}
+    return {"mb_per_s": written / elapsed / 1e6, "cpu_s_per_gb": cpu / written * 1e9,
+            "peak_rss_growth_mib": watch.growth_kib / 1024}
 
 
-async def measure(files: int, size: int, rounds: int) -> list[dict[str, Any]]:
+async def measure(files: int, size: int, rounds: int,
+                  under: str | None = None) -> list[dict[str, Any]]:
     names = ("raw aiohttp streaming", "kling_async download")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with emulator_process("--time-scale", "1000", "--result-size", str(size)) as server:
         urls = await result_urls(server, files)
         for number in range(rounds):  # the order alternates: raw first, then SDK first
             for name in (names if number % 2 == 0 else names[::-1]):
-                runs[name].append(await one_run(name, server, urls, files, size))
+                runs[name].append(await one_run(name, server, urls, files, size, under))
     ratios = [s["mb_per_s"] / r["mb_per_s"] for r, s in zip(*runs.values(), strict=True)]
     rows = []
     for name in names:
         speeds = [run["mb_per_s"] for run in runs[name]]
         rows.append({"variant": name, "files": files, "rounds": rounds,
                      "mb_per_s": statistics.median(speeds), "runs_mb_per_s": speeds,
+                     "cpu_s_per_gb": statistics.median(r["cpu_s_per_gb"] for r in runs[name]),
                      "peak_rss_growth_mib": max(r["peak_rss_growth_mib"] for r in runs[name]),
                      "vs_raw": 1.0 if name.startswith("raw") else statistics.median(ratios)})
     rows[1]["round_ratios"] = ratios
@@ -104,13 +108,15 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--size", type=int, default=20_000_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--dir", help="download into this folder (e.g. /dev/shm, so the "
+                        "disk's writeback does not decide the ratio)")
     args = parser.parse_args()
-    rows = asyncio.run(measure(args.files, args.size, args.rounds))
-    print(table(rows, ["variant", "files", "rounds", "mb_per_s", "vs_raw",
+    rows = asyncio.run(measure(args.files, args.size, args.rounds, args.dir))
+    print(table(rows, ["variant", "files", "rounds", "mb_per_s", "vs_raw", "cpu_s_per_gb",
                        "peak_rss_growth_mib"]))
     print("SDK / raw per round:", ", ".join(f"{r:.2f}" for r in rows[1]["round_ratios"]))
     command = (f"python -m benchmarks.downloads --files {args.files} --size {args.size} "
-               f"--rounds {args.rounds}")
+               f"--rounds {args.rounds}" + (f" --dir {args.dir}" if args.dir else ""))
     print("saved", save("downloads", command, rows, size=args.size))
 
 

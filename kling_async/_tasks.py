@@ -324,28 +324,18 @@ class TaskRegistry:
 
     def report_unchanged(self, entries: list[Entry], now: float | None = None) -> None:
         """Readings whose status and progress are those already known (nothing to
-        publish, nothing to rebuild): only the next reads are scheduled. The hot path of
-        polling, so it is one loop (``_next_read`` and ``_schedule_at`` in line)."""
+        publish, nothing to rebuild): only the next reads are scheduled, pushed together
+        (the hot path of polling)."""
         now = anyio.current_time() if now is None else now
-        policy, rng, followed, due = self._policy, self._rng, self._entries, self._due
         items = []
         for entry in entries:
             assert entry.snapshot is not None
-            assert entry.spread is not None
             entry.reading = False
             if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
                 entry.urgent_since = None
-            if followed.get(entry.task_id) is not entry:
-                continue  # no longer followed
-            entry.errors = entry.decode_errors = 0
-            entry.running_at = now
-            remaining, share = predicted_remaining(
-                policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
-                progress=entry.snapshot.progress, spread=entry.spread)
-            entry.seq += 1
-            items.append((max(now + next_delay(policy, remaining, share, rng),
-                              entry.last_read + policy.min_interval), entry.seq, entry.task_id))
-        due.add_many(items)
+            if self._entries.get(entry.task_id) is entry:  # still followed
+                items.append(self._next_item(entry, entry.snapshot.progress, now))
+        self._due.add_many(items)
 
     def unreadable(self, entry: Entry, exc: KlingError) -> None:
         """The answer about ``entry`` could not be read: retry, or give up after a few."""
@@ -413,13 +403,19 @@ class TaskRegistry:
             self._next_read(entry, snapshot.progress, now)
 
     def _next_read(self, entry: Entry, progress: int, now: float) -> None:
+        if self._entries.get(entry.task_id) is entry:  # still followed
+            self._due.add(*self._next_item(entry, progress, now))
+
+    def _next_item(self, entry: Entry, progress: int, now: float
+                   ) -> tuple[float, int, str]:
+        """The timetable item of ``entry``'s next read after a reading at ``now``."""
         entry.errors = entry.decode_errors = 0
         entry.running_at = now
         assert entry.spread is not None  # set with the first reading
         remaining, share = predicted_remaining(
             self._policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
             progress=progress, spread=entry.spread)
-        self._schedule_at(entry, now + next_delay(self._policy, remaining, share, self._rng))
+        return self._item(entry, now + next_delay(self._policy, remaining, share, self._rng))
 
     def _learn(self, entry: Entry, now: float) -> None:
         """A task followed from its creation completed: its duration teaches its kind's
@@ -446,9 +442,14 @@ class TaskRegistry:
             channel.push(update)
 
     def _schedule_at(self, entry: Entry, when: float, *, confirm: bool = False) -> None:
-        if self._entries.get(entry.task_id) is not entry:
-            return  # no longer followed
-        if not confirm:  # the read floor: only a callback's confirming read may be sooner
+        if self._entries.get(entry.task_id) is entry:  # still followed
+            self._due.add(*self._item(entry, when, confirm=confirm))
+
+    def _item(self, entry: Entry, when: float, *, confirm: bool = False
+              ) -> tuple[float, int, str]:
+        """``entry``'s timetable item for a read at ``when``, or later: the read floor
+        (only a callback's confirming read may be sooner); older items turn stale."""
+        if not confirm:
             when = max(when, entry.last_read + self._policy.min_interval)
         entry.seq += 1
-        self._due.add(when, entry.seq, entry.task_id)
+        return when, entry.seq, entry.task_id

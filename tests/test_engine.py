@@ -173,6 +173,29 @@ async def test_the_first_batch_read_is_awaited_before_the_rest(emulator: Emulato
     assert stats.count("batch") - before.count("batch") == 3  # 50 + 50 + 20
 
 
+async def test_a_stalled_first_batch_read_holds_the_others_only_briefly(
+        emulator: Emulator) -> None:
+    """The first batch read hangs (no answer for 3 s): the other due ids wait for it at
+    most ``min_interval``, then are read anyway; the stalled one ends in time too."""
+    async with make_client(emulator, max_in_flight=120) as first_run:
+        with anyio.fail_after(10):
+            ids = [(await first_run.submit(r)).id for r in prompts(120)]
+    emulator.fail_next("batch", Fault.slow(3.0))
+    async with make_client(emulator, max_in_flight=120) as second_run:
+        started = anyio.current_time()
+        second_run.track(ids)
+        arrivals: dict[str, float] = {}
+        with anyio.fail_after(10):
+            async with second_run.watch(ids) as updates:
+                async for update in updates:
+                    arrivals.setdefault(update.task_id, anyio.current_time() - started)
+                    if len(arrivals) == len(ids):
+                        break
+    times = sorted(arrivals.values())
+    assert times[len(ids) - 50 - 1] < 1.5  # 70 ids read while the first batch hangs
+    assert times[len(ids) - 50] >= 2.5  # the hung chunk's 50 come with its late answer
+
+
 async def test_fallback_to_single_reads() -> None:
     async with Emulator(time_scale=SCALE, seed=2, batch_endpoint=False) as emu:
         async with fast_client(emu, max_in_flight=10) as client:

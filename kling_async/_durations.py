@@ -3,9 +3,10 @@ has followed from their creation to their completion.
 
 A duration is kept as a share of the server's ``estimated_time``: the early edge of a
 kind of task is the low end of the shares seen (ends are rarely sooner), its late edge
-the high end. Before anything is learnt, the prior is 0.8-1.2 (the spread the API's
-estimates had when measured); a few completions replace it, so estimates that are wrong
-by any factor, either way, stop costing reads or lag after the first tasks of a kind.
+the high end. Until 8 completions of a kind are known, the prior is 0.8-1.2 (the spread
+the API's estimates had when measured); from then on the completions replace it, so
+estimates that are wrong by any factor, either way, stop costing reads or lag after the
+first tasks of a kind.
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ class Spread:
             self._highs.append(0.0)
         self._lows[slot] = low if high - low <= PRECISE else (low + high) / 2
         self._highs[slot] = high
+        if len(self._lows) < MIN_SAMPLES:  # too few to move the prior (one early outlier
+            return                          # would make every task of the kind read densely)
         lows, highs = sorted(self._lows), sorted(self._highs)
-        if len(lows) < MIN_SAMPLES:  # too few to trust alone: they can only widen the prior
-            self.early, self.late = min(PRIOR[0], lows[0]), max(PRIOR[1], highs[-1])
-            return
         cut = int(len(lows) * EDGE_QUANTILE)
         self.early, self.late = lows[cut], highs[len(highs) - 1 - cut]
 

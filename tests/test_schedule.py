@@ -16,10 +16,11 @@ from .conftest import make_client
 def test_a_spread_keeps_the_prior_until_it_has_learnt_enough() -> None:
     spread = Spread(random.Random(1))
     assert (spread.early, spread.late) == PRIOR
-    for _ in range(MIN_SAMPLES - 1):  # tasks ending at 0.9-1.0 of the estimate
+    spread.learn(total=100.0, running_at=30.0, done_at=35.0)  # one early outlier
+    for _ in range(MIN_SAMPLES - 2):  # tasks ending at 0.9-1.0 of the estimate
         spread.learn(total=100.0, running_at=90.0, done_at=100.0)
-    assert (spread.early, spread.late) == PRIOR  # few samples only ever widen the prior
-    spread.learn(total=100.0, running_at=30.0, done_at=35.0)
+    assert (spread.early, spread.late) == PRIOR  # a few samples leave the prior alone
+    spread.learn(total=100.0, running_at=90.0, done_at=100.0)
     assert (spread.early, spread.late) == (0.3, 1.0)  # eight: learnt
     for _ in range(40):  # enough: the learnt edges replace the prior, both ways
         spread.learn(total=100.0, running_at=400.0, done_at=405.0)

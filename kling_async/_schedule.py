@@ -17,6 +17,11 @@ FINAL_SHARE = 0.5       # ...aiming at half of the expected time for the remaini
 STEP_SHARE = 0.5        # after a pace-based prediction, wait half of the time left
 
 
+def scaled_total(policy: PollPolicy, estimate: float | None) -> float:
+    """The server's estimate (or the policy's default) in this client's seconds."""
+    return (estimate if estimate is not None else policy.default_estimate) / policy.time_scale
+
+
 def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float | None,
                         progress: int, spread: Spread) -> tuple[float, float]:
     """Seconds until a task might plausibly finish, and the share of them to wait now.
@@ -31,7 +36,7 @@ def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float |
     closes in on 100 %. A task that says nothing of its progress and is past the late
     edge (later than every task of its kind seen) is read less and less often.
     """
-    total = (estimate if estimate is not None else policy.default_estimate) / policy.time_scale
+    total = scaled_total(policy, estimate)
     early_edge = max(total * spread.early - elapsed, 0.0)
     if progress < MIN_PROGRESS or elapsed <= 0:
         overdue = elapsed - total * spread.late

@@ -21,7 +21,7 @@ from ._config import PollPolicy
 from ._durations import Durations, Spread
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
-from ._schedule import Timetable, error_delay, next_delay, predicted_remaining
+from ._schedule import Timetable, error_delay, next_delay, predicted_remaining, scaled_total
 from ._slots import Admission
 from ._watch import TaskUpdate, TaskUpdates, update_of
 
@@ -317,10 +317,16 @@ class TaskRegistry:
                ) -> None:
         """A reading of ``entry`` by the poller (``now``: when its answer arrived; one
         clock read serves a whole batch answer)."""
+        self._answered(entry)
+        self._absorb(entry, snapshot, anyio.current_time() if now is None else now)
+
+    @staticmethod
+    def _answered(entry: Entry) -> None:
+        """``entry``'s read is over; a callback's claim made before it was sent is
+        confirmed by it."""
         entry.reading = False
         if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
-            entry.urgent_since = None  # this read was sent after the claim: confirmed
-        self._absorb(entry, snapshot, anyio.current_time() if now is None else now)
+            entry.urgent_since = None
 
     def report_unchanged(self, entries: list[Entry], now: float | None = None) -> None:
         """Readings whose status and progress are those already known (nothing to
@@ -330,9 +336,7 @@ class TaskRegistry:
         items = []
         for entry in entries:
             assert entry.snapshot is not None
-            entry.reading = False
-            if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
-                entry.urgent_since = None
+            self._answered(entry)
             if self._entries.get(entry.task_id) is entry:  # still followed
                 items.append(self._next_item(entry, entry.snapshot.progress, now))
         self._due.add_many(items)
@@ -420,10 +424,8 @@ class TaskRegistry:
     def _learn(self, entry: Entry, now: float) -> None:
         """A task followed from its creation completed: its duration teaches its kind's
         spread (the end lies between the last reading that found it running and now)."""
-        estimate = entry.estimate if entry.estimate is not None else \
-            self._policy.default_estimate
         assert entry.spread is not None  # set with the first reading
-        entry.spread.learn(total=estimate / self._policy.time_scale,
+        entry.spread.learn(total=scaled_total(self._policy, entry.estimate),
                            running_at=max(entry.running_at - entry.first_seen, 0.0),
                            done_at=now - entry.first_seen)
 

@@ -152,23 +152,35 @@ async def test_batch_reads_are_used(fast_emulator: Emulator) -> None:
     assert emu_stats.count("batch", 200) == stats.batch_reads
 
 
+async def running_tasks(emu: Emulator, count: int) -> list[str]:
+    """Ids of ``count`` tasks submitted by a Client that has closed since."""
+    async with make_client(emu, max_in_flight=count) as first_run:
+        with anyio.fail_after(10):
+            return [(await first_run.submit(r)).id for r in prompts(count)]
+
+
+async def first_updates(emu: Emulator, ids: list[str]) -> dict[str, float]:
+    """Adopt ``ids`` in a new Client; seconds from then to each id's first update."""
+    arrivals: dict[str, float] = {}
+    async with make_client(emu, max_in_flight=len(ids)) as client:
+        started = anyio.current_time()
+        client.track(ids)
+        with anyio.fail_after(10):
+            async with client.watch(ids) as updates:
+                async for update in updates:
+                    arrivals.setdefault(update.task_id, anyio.current_time() - started)
+                    if len(arrivals) == len(ids):
+                        break
+    return arrivals
+
+
 async def test_the_first_batch_read_is_awaited_before_the_rest(emulator: Emulator) -> None:
     """Many ids due at once (adopted at start-up): one batch read finds out whether the
     server has them, and the rest follow in batches, not one GET each meanwhile."""
-    async with make_client(emulator, max_in_flight=120) as first_run:
-        with anyio.fail_after(10):
-            ids = [(await first_run.submit(r)).id for r in prompts(120)]
+    ids = await running_tasks(emulator, 120)
     before = emulator.statistics()
-    async with make_client(emulator, max_in_flight=120) as second_run:
-        second_run.track(ids)
-        seen: set[str] = set()
-        with anyio.fail_after(10):
-            async with second_run.watch(ids) as updates:
-                async for update in updates:
-                    seen.add(update.task_id)
-                    if len(seen) == len(ids):
-                        break
-        stats = emulator.statistics()
+    assert len(await first_updates(emulator, ids)) == len(ids)
+    stats = emulator.statistics()
     assert stats.count("get") == before.count("get")  # no GET at all
     assert stats.count("batch") - before.count("batch") == 3  # 50 + 50 + 20
 
@@ -177,21 +189,9 @@ async def test_a_stalled_first_batch_read_holds_the_others_only_briefly(
         emulator: Emulator) -> None:
     """The first batch read hangs (no answer for 3 s): the other due ids wait for it at
     most ``min_interval``, then are read anyway; the stalled one ends in time too."""
-    async with make_client(emulator, max_in_flight=120) as first_run:
-        with anyio.fail_after(10):
-            ids = [(await first_run.submit(r)).id for r in prompts(120)]
+    ids = await running_tasks(emulator, 120)
     emulator.fail_next("batch", Fault.slow(3.0))
-    async with make_client(emulator, max_in_flight=120) as second_run:
-        started = anyio.current_time()
-        second_run.track(ids)
-        arrivals: dict[str, float] = {}
-        with anyio.fail_after(10):
-            async with second_run.watch(ids) as updates:
-                async for update in updates:
-                    arrivals.setdefault(update.task_id, anyio.current_time() - started)
-                    if len(arrivals) == len(ids):
-                        break
-    times = sorted(arrivals.values())
+    times = sorted((await first_updates(emulator, ids)).values())
     assert times[len(ids) - 50 - 1] < 1.5  # 70 ids read while the first batch hangs
     assert times[len(ids) - 50] >= 2.5  # the hung chunk's 50 come with its late answer
 

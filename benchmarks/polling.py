@@ -145,10 +145,10 @@ async def measure(name: str, tasks: int, scale: float,
         async with aiohttp.ClientSession() as session:
             timeline = await server.stats(session)
     ends, failed = timeline["ends"], set(timeline.get("failed", ()))
-    lags = [api_time(at, timeline) - ends[task_id] for task_id, at in detected.items()
-            if task_id not in failed]
-    failed_lags = [api_time(at, timeline) - ends[task_id]
-                   for task_id, at in detected.items() if task_id in failed]
+    lag_of = {task_id: api_time(at, timeline) - ends[task_id]
+              for task_id, at in detected.items()}
+    lags = [lag for task_id, lag in lag_of.items() if task_id not in failed]
+    failed_lags = [lag for task_id, lag in lag_of.items() if task_id in failed]
     reads = timeline["requests"].get("get", 0) + timeline["requests"].get("batch", 0)
     real_lags_ms = [lag / scale * 1000 for lag in lags]
     return {"variant": name, "tasks": len(detected), "reads": reads,

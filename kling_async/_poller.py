@@ -95,11 +95,18 @@ class Poller:
 
     def _take(self) -> list[Entry]:
         """The next chunk to read: up to ``batch_size`` due ids (or one, once the server
-        is known to have no batch read). The first batch read is the probe: other
-        readers wait for its answer (at most ``min_interval``) before taking more."""
+        is known to have no batch read). The first batch read is the probe (ids due
+        within ``min_interval`` ride along, so it happens even when reads are spread
+        out): other readers wait for its answer (at most ``min_interval``) before taking
+        more."""
         batching = self.batch_supported is not False
+        # Ride-alongs keep min_interval / 2 from their last read in a batch read; in the
+        # first one (the probe), the whole min_interval, since a server without batch
+        # reads has them read one GET each, and GETs keep the whole floor.
+        ride_gap = (None if not batching else self._policy.min_interval
+                    / (2 if self.batch_supported else 1))
         chunk = self._registry.pop_due(
-            anyio.current_time(), ride_along=self.batch_supported is True,
+            anyio.current_time(), ride_gap=ride_gap,
             limit=self._policy.batch_size if batching else 1)
         if self.batch_supported is None and sum(not e.needs_get for e in chunk) > 1:
             self._probing, self._probed = True, anyio.Event()

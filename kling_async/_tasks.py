@@ -276,17 +276,17 @@ class TaskRegistry:
 
     # -- what the poller reads and reports ------------------------------------------------
 
-    def pop_due(self, now: float, *, ride_along: bool, limit: int) -> list[Entry]:
+    def pop_due(self, now: float, *, ride_gap: float | None, limit: int) -> list[Entry]:
         """Up to ``limit`` entries to read now (one chunk), marked as being read.
 
-        With ``ride_along`` (batch reads), a chunk that is sent anyway is filled with ids
+        With a ``ride_gap`` (batch reads), a chunk that is sent anyway is filled with ids
         due within ``min_interval`` (one request either way), as long as each was last
-        read at least ``min_interval / 2`` ago: a ride-along is never sooner than that
+        read at least ``ride_gap`` seconds ago: a ride-along is never sooner than that
         after the read before it.
         """
         policy = self._policy
-        horizon = now + (policy.min_interval if ride_along else 0.0)
-        floor = now - policy.min_interval / 2
+        horizon = now + (policy.min_interval if ride_gap is not None else 0.0)
+        floor = now - (ride_gap or 0.0)
         due: list[Entry] = []
         early: list[tuple[float, int, str]] = []  # too recently read to ride along
         while len(due) < limit and (item := self._due.pop_until(horizon)) is not None:

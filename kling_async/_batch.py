@@ -143,7 +143,9 @@ class _Run:
         self.todo: Iterator[tuple[int, VideoRequest]] = iter(enumerate(plan.requests))
         self.updates = TaskUpdates((), open_ended=True)
         self.index_of: dict[str, int] = {}
-        self.last: dict[int, tuple[TaskStatus, int]] = {}
+        # (status value, progress) last reported per index: plain values, so neither the
+        # tuples nor the dict are objects for the garbage collector to walk.
+        self.last: dict[int, tuple[str, int]] = {}
         self.stop: KlingError | None = None
         self.closed: ClientClosedError | None = None
         self.committed = 0.0  # credits reserved by this run's submissions
@@ -241,7 +243,7 @@ class _Run:
         is handled here, since the poller will not report that task again.
         """
         self.index_of[snapshot.id] = index
-        self.last[index] = (snapshot.status, snapshot.progress)
+        self.last[index] = (snapshot.status.value, snapshot.progress)
         await self.emit(Submitted, index, task_id=snapshot.id, snapshot=snapshot,
                                        resumed=resumed)
         if snapshot.is_terminal:
@@ -262,8 +264,8 @@ class _Run:
             return
         assert snapshot is not None
         previous = self.last.get(index)
-        self.last[index] = (update.status, update.progress)
-        if self.journal is not None and (previous is None or previous[0] != update.status):
+        now = self.last[index] = (update.status.value, update.progress)
+        if self.journal is not None and (previous is None or previous[0] != now[0]):
             await self.journal.status(index, snapshot)
         if update.status is TaskStatus.COMPLETED:
             if self.download_to is not None:
@@ -274,7 +276,7 @@ class _Run:
         elif update.status is TaskStatus.FAILED:
             await self.emit(Failed, index, error=TaskFailedError(snapshot),
                                         task_id=update.task_id, snapshot=snapshot)
-        elif previous != (update.status, update.progress):
+        elif previous != now:
             await self.emit(Progressed, index, task_id=update.task_id,
                                             status=update.status, progress=update.progress,
                                             snapshot=snapshot)

@@ -101,6 +101,27 @@ def _results(value: object, _: object = None) -> tuple[str, ...]:
     return tuple(u for u in value if isinstance(u, str)) if isinstance(value, list) else ()
 
 
+_USAGE_FIELDS = tuple(field.name for field in attrs.fields(Usage))
+_SHAREABLE = (type(None), bool, int, float)
+
+
+def _usage(value: object, _: object = None) -> Usage | None:
+    # Tasks of a kind report equal usage figures: equal ones share one frozen object (at
+    # 50,000 tasks, 50,000 fewer objects for every full garbage collection to walk).
+    if not isinstance(value, Mapping):
+        return None
+    fields = tuple(value.get(name) for name in _USAGE_FIELDS)
+    if all(type(v) in _SHAREABLE or (type(v) is str and len(v) <= 100) for v in fields):
+        return _shared_usage(*fields)
+    return CONVERTER.structure(value, Usage)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _shared_usage(*fields: object) -> Usage:
+    usage: Usage = CONVERTER.structure(dict(zip(_USAGE_FIELDS, fields, strict=True)), Usage)
+    return usage
+
+
 def _mapping(value: object, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a JSON object, not {type(value).__name__}")
@@ -122,7 +143,7 @@ def make_converter() -> cattrs.Converter:
                        (int | None, _opt_int), (bool | None, _opt_bool),
                        (TaskStatus, _status), (datetime | None, _created),
                        (TaskError | None, _optional_object(TaskError)),
-                       (Usage | None, _optional_object(Usage))):
+                       (Usage | None, _usage)):
         converter.register_structure_hook(kind, hook)
     converter.register_structure_hook(TaskError, _from_mapping(make_dict_structure_fn(
         TaskError, converter, code=override(

@@ -1,9 +1,10 @@
 """The task registry: the one owner of each task's life in a Client.
 
-Per task it keeps the slot (a :class:`Ticket`: admit -> bind | refuse | hold_unsettled ->
-released on the final reading), the schedule entry, the subscribers and the last and final
-state. The poller reads what :meth:`TaskRegistry.pop_due` hands it and reports back; slot
-counting is an :class:`~kling_async._slots.Admission`. See docs/architecture.md.
+Per task it keeps the slot (a :class:`Ticket` from admit to bind | refuse |
+hold_unsettled; once bound, its entry's ``slot`` flag until the final reading), the
+schedule entry, the subscribers and the last and final state. The poller reads what
+:meth:`TaskRegistry.pop_due` hands it and reports back; slot counting is an
+:class:`~kling_async._slots.Admission`. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ _HOLDING = frozenset({"reserved", "unsettled", "bound"})
 
 @attrs.define(eq=False)
 class Ticket:
-    """One claim on a slot: a submission's (named by its idempotency key) or an adopted
-    task's. It is the only record of who holds a slot."""
+    """A submission's claim on a slot, named by its idempotency key, until the task it
+    created is bound (then its entry's ``slot`` flag holds the slot) or it is released."""
 
     key: str
     state: TicketState = "waiting"
@@ -48,17 +49,22 @@ class Ticket:
 
 @attrs.define(eq=False)
 class Entry:
-    """What the registry knows of one followed task."""
+    """What the registry knows of one followed task.
+
+    It holds no per-task container beyond its snapshot (a slot is a flag, one watcher a
+    reference): every object kept per task is one more for each full garbage collection
+    to walk, which at 50,000 tasks is what stalls the event loop.
+    """
 
     task_id: str
     first_seen: float
-    ticket: Ticket | None = None
+    slot: bool = False  # holds a slot, bound to its task id (the Admission counts it)
     snapshot: TaskSnapshot | None = None
     estimate: float | None = None
     spread: Spread | None = None  # of its kind (model, video seconds), once read
     timed: bool = False  # followed since its creation: its duration teaches the spread
     running_at: float = float("-inf")  # the last reading that found it unfinished
-    watchers: set[TaskUpdates] = attrs.Factory(set)
+    watchers: TaskUpdates | set[TaskUpdates] | None = None  # a set only for several
     seq: int = 0
     last_read: float = float("-inf")
     reading: bool = False
@@ -132,10 +138,11 @@ class TaskRegistry:
         entry = self._entry(snapshot.id)
         if entry.snapshot is None:  # first seen at its creation
             entry.timed = not snapshot.is_terminal
-        if snapshot.is_terminal or entry.ticket is not None:
+        if snapshot.is_terminal or entry.slot:
             self._release(ticket)  # a finished task, or a replay of one already counted
         else:
-            ticket.state, ticket.task_id, entry.ticket = "bound", snapshot.id, ticket
+            ticket.state, ticket.task_id = "bound", snapshot.id
+            entry.slot = True  # from here on the entry holds the slot; the ticket is done
             self.admission.bind(ticket.key, snapshot.id)
             self.admission.on_accepted()
         self._absorb(entry, snapshot, anyio.current_time())
@@ -165,9 +172,9 @@ class TaskRegistry:
             if task_id in self._finished:
                 continue
             entry = self._entry(task_id)
-            if entry.ticket is None:
+            if not entry.slot:
                 self.admission.adopt(task_id)
-                entry.ticket = Ticket(key=task_id, state="bound", task_id=task_id)
+                entry.slot = True
             if entry.snapshot is None:
                 self._schedule_at(entry, anyio.current_time())
 
@@ -206,7 +213,7 @@ class TaskRegistry:
                 channel.push(final)
                 continue
             entry = self._entry(task_id)
-            entry.watchers.add(channel)
+            _watch(entry, channel)
             if entry.snapshot is not None:
                 channel.push(update_of(task_id, entry.snapshot))
             elif entry.seq == 0:
@@ -219,8 +226,8 @@ class TaskRegistry:
             entry = self._entries.get(task_id)
             if entry is None:
                 continue
-            entry.watchers.discard(channel)
-            if not entry.watchers and entry.ticket is None:
+            _unwatch(entry, channel)
+            if entry.watchers is None and not entry.slot:
                 del self._entries[task_id]
 
     def final(self, task_id: str) -> TaskUpdate | None:
@@ -436,12 +443,18 @@ class TaskRegistry:
         self._finished[entry.task_id] = final
         if len(self._finished) > FINISHED_CACHE:
             self._finished.popitem(last=False)
-        if entry.ticket is not None:
-            self._release(entry.ticket)
+        if entry.slot:
+            entry.slot = False
+            self.admission.release(entry.task_id)
 
-    def _publish(self, entry: Entry, update: TaskUpdate) -> None:
-        for channel in entry.watchers:
-            channel.push(update)
+    @staticmethod
+    def _publish(entry: Entry, update: TaskUpdate) -> None:
+        watchers = entry.watchers
+        if isinstance(watchers, set):
+            for channel in watchers:
+                channel.push(update)
+        elif watchers is not None:
+            watchers.push(update)
 
     def _schedule_at(self, entry: Entry, when: float, *, confirm: bool = False) -> None:
         if self._entries.get(entry.task_id) is entry:  # still followed
@@ -455,3 +468,23 @@ class TaskRegistry:
             when = max(when, entry.last_read + self._policy.min_interval)
         entry.seq += 1
         return when, entry.seq, entry.task_id
+
+
+def _watch(entry: Entry, channel: TaskUpdates) -> None:
+    watchers = entry.watchers
+    if watchers is None or watchers is channel:
+        entry.watchers = channel
+    elif isinstance(watchers, set):
+        watchers.add(channel)
+    else:
+        entry.watchers = {watchers, channel}
+
+
+def _unwatch(entry: Entry, channel: TaskUpdates) -> None:
+    watchers = entry.watchers
+    if watchers is channel:
+        entry.watchers = None
+    elif isinstance(watchers, set):
+        watchers.discard(channel)
+        if len(watchers) == 1:
+            entry.watchers = next(iter(watchers))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,20 @@ async def eventually(condition: Any, seconds: float = 5.0) -> None:
             await anyio.sleep(0.005)
 
 
+@asynccontextmanager
+async def leave_once_created(emu: Emulator, count: int) -> AsyncIterator[anyio.CancelScope]:
+    """A block cancelled as soon as the server has created ``count`` tasks whose answers
+    are late: their POSTs are then on the wire (a fixed deadline races the machine's load,
+    and under load it came before any POST was sent)."""
+    async with anyio.create_task_group() as tg:
+        async def leave() -> None:
+            await eventually(lambda: len(emu.world.tasks) >= count)
+            tg.cancel_scope.cancel()
+        tg.start_soon(leave)
+        yield tg.cancel_scope
+        tg.cancel_scope.cancel()
+
+
 def agree(client: kling.Client, emu: Emulator) -> tuple[int, int]:
     """The client's and the server's count of unfinished tasks."""
     return client.statistics().in_flight, emu.statistics().in_flight[emu.api_key]
@@ -41,7 +57,7 @@ async def test_cancelling_submit_while_its_post_is_on_the_wire() -> None:
     async with Emulator(time_scale=0, max_concurrent_tasks=2) as emu, \
             make_client(emu, max_in_flight=2) as client:
         emu.fail_next("create", Fault.slow(0.3, after_commit=True))  # created, answer late
-        with anyio.move_on_after(0.1) as scope:
+        async with leave_once_created(emu, 1) as scope:
             await client.submit(REQUEST)
         assert scope.cancelled_caught
         assert agree(client, emu) == (1, 1)  # the slot stayed with the task it created
@@ -60,8 +76,9 @@ async def test_the_cancelled_submissions_task_id_is_logged(
         caplog: pytest.LogCaptureFixture) -> None:
     async with Emulator(time_scale=0) as emu, make_client(emu) as client:
         emu.fail_next("create", Fault.slow(0.2, after_commit=True))
-        with caplog.at_level(logging.WARNING, "kling_async"), anyio.move_on_after(0.05):
-            await client.submit(REQUEST)
+        with caplog.at_level(logging.WARNING, "kling_async"):
+            async with leave_once_created(emu, 1):
+                await client.submit(REQUEST)
         task_id = next(iter(emu.world.tasks))
     assert any(task_id in r.getMessage() for r in caplog.records)
 
@@ -71,10 +88,10 @@ async def test_leaving_generate_many_while_posts_are_on_the_wire(tmp_path: Path)
             make_client(emu, max_in_flight=4) as client:
         emu.fail_next("create", Fault.slow(0.3, after_commit=True), times=4)
         journal = kling.Journal(tmp_path / "journal.sqlite3")
-        with anyio.move_on_after(0.1):
-            async with client.generate_many(prompts(8), journal=journal) as events:
-                async for _ in events:
-                    pass
+        async with leave_once_created(emu, 4), \
+                client.generate_many(prompts(8), journal=journal) as events:
+            async for _ in events:
+                pass
         assert agree(client, emu) == (4, 4)
         entries = journal.entries()
         assert sorted(e.task_id for e in entries.values()) == sorted(emu.world.tasks)

@@ -8,9 +8,17 @@ from pathlib import Path
 import aiohttp
 import anyio
 import pytest
+from aiohttp import web
 
 import kling_async as kling
-from kling_async._download import inside, safe_name
+from kling_async._download import (
+    FIRST_PAUSE,
+    INLINE_WRITE_BUDGET,
+    LONGEST_PAUSE,
+    WritePlace,
+    inside,
+    safe_name,
+)
 from kling_async.testing import Emulator, Fault
 
 from .conftest import make_client
@@ -183,3 +191,57 @@ async def test_batches_download_as_tasks_succeed(tmp_path: Path) -> None:
         assert event.path.parent == tmp_path.resolve()
         assert event.path.read_bytes() == emu.result_file(event.task_id)
         assert event.path.name.startswith(f"{event.index:05d}-")
+
+
+async def test_a_chunked_body_is_written_whole(client: kling.Client, tmp_path: Path) -> None:
+    """A body without a length (chunked transfer encoding, pieces of odd sizes) is taken
+    piece by piece as aiohttp buffered it, and written whole."""
+    body = bytes(range(256)) * 12_000
+
+    async def clip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), 77_777):
+            await response.write(body[start:start + 77_777])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/clip.mp4", clip)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        path = await client.download(f"http://{host}:{port}/clip.mp4", tmp_path / "clip.mp4")
+    finally:
+        await runner.cleanup()
+    assert path.read_bytes() == body
+
+
+def test_a_slow_write_sends_a_few_blocks_to_a_thread_then_the_loop_tries_again() -> None:
+    fast, slow = INLINE_WRITE_BUDGET / 10, INLINE_WRITE_BUDGET * 10
+
+    def until_inline(place: WritePlace) -> int:
+        """Blocks written in the worker thread before the next one on the loop."""
+        threaded = 0
+        while not place.inline():
+            threaded += 1
+        return threaded
+
+    place = WritePlace()
+    assert until_inline(place) == 0  # a new download writes on the loop
+    place.took(fast)
+    assert until_inline(place) == 0
+    place.took(slow)  # a moment of slowness: a few blocks in the thread, then the loop
+    assert until_inline(place) == FIRST_PAUSE
+    pauses = []
+    for _ in range(10):  # a disk that stays slow: ever fewer of its writes on the loop
+        place.took(slow)
+        pauses.append(until_inline(place))
+    assert pauses == [min(FIRST_PAUSE * 2 ** n, LONGEST_PAUSE) for n in range(1, 11)]
+    place.took(fast)  # fast again: the next slow moment costs a short pause again
+    place.took(slow)
+    assert until_inline(place) == FIRST_PAUSE

@@ -66,13 +66,25 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 class LoopWatch:
-    """While it runs: the event loop's lag (how late a 10 ms sleep wakes up) and this
-    process's peak resident memory, from a baseline taken after a full collection."""
+    """While it runs: the event loop's lag (how late a 10 ms sleep wakes up), this
+    process's peak resident memory, from a baseline taken after a full collection, and
+    how long each full (oldest-generation) garbage collection took."""
 
     def __init__(self) -> None:
         gc.collect()
         self.baseline = self.peak = rss_kib()
         self.lags: list[float] = []
+        self.full_collections: list[float] = []  # seconds each
+        self._collecting = 0.0
+
+    def on_collection(self, phase: str, info: dict[str, int]) -> None:
+        """A ``gc.callbacks`` hook: times collections of the oldest generation."""
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        else:
+            self.full_collections.append(time.perf_counter() - self._collecting)
 
     @property
     def growth_kib(self) -> int:
@@ -93,9 +105,11 @@ async def loop_watch() -> AsyncIterator[LoopWatch]:
     """A :class:`LoopWatch` running beside the block."""
     watch = LoopWatch()
     ticker = asyncio.ensure_future(watch.run())
+    gc.callbacks.append(watch.on_collection)
     try:
         yield watch
     finally:
+        gc.callbacks.remove(watch.on_collection)
         ticker.cancel()
 
 
@@ -115,7 +129,7 @@ def cpu_seconds() -> float:
 
 def machine() -> dict[str, Any]:
     """Facts about the machine and versions, recorded with every result."""
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in ("kling-async", "aiohttp", "anyio", "attrs", "cattrs", "httpx"):
         try:
             packages[name] = version(name)

@@ -5,8 +5,9 @@
 Each size runs against its own Emulator process (time scaled, balance raised so 50,000
 clips can be paid for, no concurrency limit): every request is submitted, followed to its
 end and reported. Recorded: client RSS growth per task, event-loop lag (a 10 ms ticker's
-overshoot: p50, p99, max), completion-detection lag p95 (API seconds between a task's end
-on the Emulator and its ``Succeeded`` event), status requests per task and client CPU.
+overshoot: p50, p99, max), the number and longest of the full garbage collections,
+completion-detection lag p95 (API seconds between a task's end on the Emulator and its
+``Succeeded`` event), status requests per task and client CPU.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ async def run(server: Server, tasks: int, scale: float) -> dict[str, Any]:
             "loop_lag_p50_ms": percentile(watch.lags, 0.5) * 1000,
             "loop_lag_p99_ms": percentile(watch.lags, 0.99) * 1000,
             "loop_lag_max_ms": max(watch.lags) * 1000,
+            "full_gc_count": len(watch.full_collections),
+            "full_gc_max_ms": max(watch.full_collections, default=0.0) * 1000,
             "detection_p95_api_s": percentile(detection, 0.95),
             "reads_per_task": reads / tasks, "client_cpu_s": cpu, "wall_s": wall}
 
@@ -74,7 +77,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = [asyncio.run(measure(n, args.scale)) for n in args.tasks]
     print(table(rows, ["tasks", "finished", "rss_bytes_per_task", "loop_lag_p50_ms",
-                       "loop_lag_p99_ms", "loop_lag_max_ms", "detection_p95_api_s",
+                       "loop_lag_p99_ms", "loop_lag_max_ms", "full_gc_count",
+                       "full_gc_max_ms", "detection_p95_api_s",
                        "reads_per_task", "client_cpu_s", "wall_s"]))
     command = (f"python -m benchmarks.large_batch --tasks {' '.join(map(str, args.tasks))} "
                f"--scale {args.scale:g}")

@@ -264,8 +264,8 @@ class _Run:
             return
         assert snapshot is not None
         previous = self.last.get(index)
-        now = self.last[index] = (update.status.value, update.progress)
-        if self.journal is not None and (previous is None or previous[0] != now[0]):
+        current = self.last[index] = (update.status.value, update.progress)
+        if self.journal is not None and (previous is None or previous[0] != current[0]):
             await self.journal.status(index, snapshot)
         if update.status is TaskStatus.COMPLETED:
             if self.download_to is not None:
@@ -276,7 +276,7 @@ class _Run:
         elif update.status is TaskStatus.FAILED:
             await self.emit(Failed, index, error=TaskFailedError(snapshot),
                                         task_id=update.task_id, snapshot=snapshot)
-        elif previous != now:
+        elif previous != current:
             await self.emit(Progressed, index, task_id=update.task_id,
                                             status=update.status, progress=update.progress,
                                             snapshot=snapshot)

@@ -119,19 +119,22 @@ BROKEN: dict[str, bytes] = {
     "missing fields": b"{}",
     "ten megabytes": b'{"pad": "' + b"x" * (10 * 1024 * 1024) + b'"}',
     "progress of the wrong type": b'{"id": "ID", "status": "processing", "progress": "lots"}',
+    "usage of the wrong type": b'{"id": "ID", "status": "processing", '
+                               b'"usage": {"credits_reserved": [1, 2]}}',
 }
 
 
 async def test_fuzzed_answers_fail_one_task_not_the_poller() -> None:
     async with Emulator(time_scale=0, seed=6, batch_endpoint=False) as emu, \
             make_client(emu, max_in_flight=20) as client:
-        snaps = [await client.submit(kling.TextToVideo(prompt=f"p{i}")) for i in range(12)]
+        snaps = [await client.submit(kling.TextToVideo(prompt=f"p{i}")) for i in range(13)]
         broken = dict(zip([s.id for s in snaps], BROKEN.values(), strict=False))
         for task_id, body in broken.items():
             emu.corrupt(task_id, body.replace(b'"ID"', json.dumps(task_id).encode()))
         healthy = [s.id for s in snaps if s.id not in broken]
         odd = {healthy[0]: {"progress": 150}, healthy[1]: {"progress": -20},
-               healthy[2]: {"status": "exploding"}, healthy[3]: {"surprise": {"a": [1]}}}
+               healthy[2]: {"status": "exploding"},
+               healthy[3]: {"surprise": {"a": [1]}, "usage": {"billing_rule": "x" * 100_000}}}
         for task_id, change in odd.items():
             emu.corrupt(task_id, json.dumps({**emu.task_json(task_id), **change}).encode())
         finals: dict[str, kling.TaskUpdate] = {}

@@ -170,12 +170,17 @@ def main() -> None:
     parser.add_argument("--duration-factor", type=float, default=1.0,
                         help="real durations over the reported estimate (5: five times "
                         "longer than estimated)")
+    parser.add_argument("--progress-ceiling", type=int, default=None,
+                        help="progress climbs steadily to this percent, then the task "
+                        "completes (default: the Emulator's creep through the 90s)")
     parser.add_argument("--waves", type=int, default=1,
                         help="run the tasks in this many batches one after the other (a "
                         "client learns from the first what to expect of the next)")
     args = parser.parse_args()
-    world = ("--failure-rate", str(args.failure_rate),
-             "--duration-factor", str(args.duration_factor))
+    world: tuple[str, ...] = ("--failure-rate", str(args.failure_rate),
+                              "--duration-factor", str(args.duration_factor))
+    if args.progress_ceiling is not None:
+        world += ("--progress-ceiling", str(args.progress_ceiling))
     names = [n for n in VARIANTS if not args.only or any(o in n for o in args.only)]
     rows = [asyncio.run(measure(name, args.tasks, args.scale, world, args.waves))
             for name in names]
@@ -192,6 +197,8 @@ def main() -> None:
                + (f" --failure-rate {args.failure_rate:g}" if args.failure_rate else "")
                + (f" --duration-factor {args.duration_factor:g}"
                   if args.duration_factor != 1 else "")
+               + (f" --progress-ceiling {args.progress_ceiling}"
+                  if args.progress_ceiling is not None else "")
                + (f" --waves {args.waves}" if args.waves != 1 else ""))
     # Runs of some variants, or in another world, are kept apart from the full table
     # (and its chart).
@@ -200,6 +207,8 @@ def main() -> None:
         name += "_selected"
     if args.failure_rate or args.duration_factor != 1:
         name += f"_failures{args.failure_rate:g}_durations{args.duration_factor:g}"
+    if args.progress_ceiling is not None:
+        name += f"_ceiling{args.progress_ceiling}"
     if args.waves != 1:
         name += f"_waves{args.waves}"
     print("saved", save(name, command, rows, scale=args.scale))

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration-factor", type=float, default=1.0,
                         help="real durations are the estimate times this (5: estimates "
                         "five times too short)")
+    parser.add_argument("--progress-ceiling", type=int, default=None,
+                        help="progress climbs steadily to this percent, then the task "
+                        "completes (default: it creeps through the 90s first)")
     parser.add_argument("--no-batch", action="store_true", help="switch POST /v1/tasks/batch off")
     parser.add_argument("--allow-local-callbacks", action="store_true")
     parser.add_argument("--seed", type=int, default=None)
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                             estimated_time=args.estimated_time,
                             duration_spread=args.duration_spread,
                             duration_factor=args.duration_factor,
+                            progress_ceiling=args.progress_ceiling,
                             batch_endpoint=not args.no_batch,
                             allow_local_callbacks=args.allow_local_callbacks,
                             seed=args.seed) as emu:

@@ -56,6 +56,8 @@ class Emulator:
         estimated_time: the ``estimated_time`` every task reports (API seconds);
             real durations are spread ``± duration_spread`` around it times
             ``duration_factor`` (1.0; 5.0 makes every estimate five times too short).
+        progress_ceiling: progress climbs steadily to this percent and the task
+            completes from there (``None``: it creeps through the 90s first).
         failure_rate: share of tasks that fail, with a code from ``failure_codes``.
         batch_endpoint: switch ``POST /v1/tasks/batch`` off (404) to test fallbacks.
         list_endpoint: switch ``GET /v1/tasks`` off (404).
@@ -76,6 +78,7 @@ class Emulator:
                  requests_per_second: float | None = None, time_scale: float = 100.0,
                  estimated_time: float = 300.0, duration_spread: float = 0.2,
                  duration_factor: float = 1.0, failure_rate: float = 0.0,
+                 progress_ceiling: int | None = None,
                  failure_codes: Iterable[str] = tuple(FAILURE_MESSAGES),
                  batch_endpoint: bool = True, list_endpoint: bool = True,
                  allow_local_callbacks: bool = False, callback_duplicates: int = 0,
@@ -89,10 +92,13 @@ class Emulator:
         rng = random.Random(seed)
         if not 0 <= duration_spread < 1 or not duration_factor > 0:
             raise ValueError("duration_spread must be in [0, 1) and duration_factor > 0")
+        if progress_ceiling is not None and not 1 <= progress_ceiling <= 99:
+            raise ValueError("progress_ceiling must be 1-99 (or None)")
         self.world = World(self.clock, rng, estimated_time=estimated_time,
                            duration_spread=duration_spread, failure_rate=failure_rate,
                            duration_factor=duration_factor,
-                           failure_codes=tuple(failure_codes))
+                           failure_codes=tuple(failure_codes),
+                           progress_ceiling=progress_ceiling)
         self.faults = FaultPlan(random.Random(rng.random()))
         self.callbacks = CallbackSender(self.clock, duplicates=callback_duplicates,
                                         delay=callback_delay)

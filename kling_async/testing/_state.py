@@ -133,12 +133,13 @@ class World:
 
     def __init__(self, clock: EmulatorClock, rng: random.Random, *, estimated_time: float,
                  duration_spread: float, failure_rate: float, duration_factor: float = 1.0,
-                 failure_codes: tuple[str, ...]) -> None:
+                 failure_codes: tuple[str, ...], progress_ceiling: int | None = None) -> None:
         self.clock = clock
         self.rng = rng
         self.estimated_time = estimated_time
         self.duration_spread = duration_spread
         self.duration_factor = duration_factor
+        self.progress_ceiling = progress_ceiling
         self.failure_rate = failure_rate
         self.failure_codes = failure_codes
         self.accounts: dict[str, Account] = {}
@@ -235,7 +236,8 @@ class World:
             id=self.new_task_id(), key=account.key, model=str(body["model"]),
             created_unix=self.clock.unix(), created_at=now,
             timeline=make_timeline(self.rng, self.estimated_time * self.duration_factor,
-                                   spread=self.duration_spread, failure_code=failure),
+                                   spread=self.duration_spread, failure_code=failure,
+                                   progress_ceiling=self.progress_ceiling),
             estimated_time=math.ceil(self.estimated_time), video_duration=duration,
             credits=self.price(body), callback_url=body.get("callback_url"))
         self.tasks[task.id] = task

@@ -7,6 +7,12 @@ the high end. Until 8 completions of a kind are known, the prior is 0.8-1.2 (the
 the API's estimates had when measured); from then on the completions replace it, so
 estimates that are wrong by any factor, either way, stop costing reads or lag after the
 first tasks of a kind.
+
+Progress is learnt the same way, per kind and progress stage (10-19 %, ..., 90-99 %):
+where a task completed as a share of the end its last reading's pace implied. A reading
+is shaded by what the nearest stage at or below its own taught (8 tasks ended from
+there), if that is more careful than the schedule's fixed margin; a server whose
+progress climbs to 70 % and then jumps to done is learnt, not assumed away.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ EDGE_QUANTILE = 0.02  # the edges leave out this share of the ends at each side
 PRECISE = 0.1         # an end bracketed within this share of the estimate is "precise"
 
 Kind = tuple[str, "int | None"]  # (model, seconds of video)
+STAGE_WIDTH = 10      # percent of progress per stage
 
 
 class Spread:
-    """The shares of the estimate between which tasks of one kind end (``early``,
-    ``late``), learnt from their completions; shared by every entry of that kind."""
+    """The multiples of a reference (the estimate; for a :meth:`stage`, the end a
+    reading's pace implied) between which tasks of one kind end (``early``, ``late``),
+    learnt from their completions; shared by every entry of that kind."""
 
-    __slots__ = ("_highs", "_lows", "_rng", "_seen", "early", "late")
+    __slots__ = ("_highs", "_lows", "_rng", "_seen", "_stages", "early", "late")
 
     def __init__(self, rng: random.Random) -> None:
         self.early, self.late = PRIOR
@@ -35,33 +43,60 @@ class Spread:
         self._highs: list[float] = []
         self._rng = rng
         self._seen = 0
+        self._stages: dict[int, Spread] = {}
 
-    def learn(self, *, total: float, running_at: float, done_at: float) -> None:
-        """A task of this kind whose estimate was ``total`` seconds was still running
-        ``running_at`` seconds after its creation and found completed at ``done_at``.
+    @property
+    def learnt(self) -> bool:
+        """Whether enough completions replaced the prior."""
+        return len(self._lows) >= MIN_SAMPLES
 
-        The end lies between the two. A bracket wider than ``PRECISE`` of the estimate
+    def stage(self, progress: int) -> Spread:
+        """The spread, around the end their pace implied, of tasks of this kind whose
+        last reading before completing was at ``progress``'s stage."""
+        number = progress // STAGE_WIDTH
+        stage = self._stages.get(number)
+        if stage is None:
+            stage = self._stages[number] = Spread(self._rng)
+        return stage
+
+    def learnt_stage(self, progress: int) -> Spread | None:
+        """The learnt stage nearest at or below ``progress``'s (tasks that ended from
+        there were at least that far along), or None."""
+        for number in range(progress // STAGE_WIDTH, -1, -1):
+            stage = self._stages.get(number)
+            if stage is not None and stage.learnt:
+                return stage
+        return None
+
+    def learn(self, *, total: float, running_at: float, done_at: float) -> bool:
+        """A task of this kind whose reference (the estimate, or the end its pace implied)
+        was ``total`` seconds was still running ``running_at`` seconds after its creation
+        and found completed at ``done_at``.
+
+        The end lies between the two. A bracket wider than ``PRECISE`` of the reference
         (the task ended between two far-apart reads) counts at its middle for the early
-        edge, so a coarse bracket errs early (more reads), never late (lag).
+        edge, so a coarse bracket errs early (more reads), never late (lag). True when
+        this completion replaced the prior (what was planned with it may be replanned).
         """
         if total <= 0 or done_at < running_at:
-            return
+            return False
         low, high = running_at / total, done_at / total
         self._seen += 1
         slot = len(self._lows) if len(self._lows) < KEEP else self._rng.randrange(
             min(self._seen, MEMORY))  # reservoir sampling over the last MEMORY
         if slot >= KEEP:
-            return
+            return False
         if slot == len(self._lows):
             self._lows.append(0.0)
             self._highs.append(0.0)
         self._lows[slot] = low if high - low <= PRECISE else (low + high) / 2
         self._highs[slot] = high
         if len(self._lows) < MIN_SAMPLES:  # too few to move the prior (one early outlier
-            return                          # would make every task of the kind read densely)
+            return False                    # would make every task of the kind read densely)
         lows, highs = sorted(self._lows), sorted(self._highs)
         cut = int(len(lows) * EDGE_QUANTILE)
         self.early, self.late = lows[cut], highs[len(highs) - 1 - cut]
+        return len(self._lows) == MIN_SAMPLES
 
 
 class Durations:

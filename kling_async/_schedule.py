@@ -22,6 +22,14 @@ def scaled_total(policy: PollPolicy, estimate: float | None) -> float:
     return (estimate if estimate is not None else policy.default_estimate) / policy.time_scale
 
 
+def pace_margin(spread: Spread, progress: int) -> float:
+    """How far to shade the end a reading at ``progress`` implies by its pace: the fixed
+    margin, or what tasks of the kind that ended from this stage (or the nearest below)
+    taught, if more careful (learning never makes the schedule bolder than the margin)."""
+    stage = spread.learnt_stage(progress)
+    return PROGRESS_MARGIN if stage is None else min(PROGRESS_MARGIN, stage.early)
+
+
 def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float | None,
                         progress: int, spread: Spread) -> tuple[float, float]:
     """Seconds until a task might plausibly finish, and the share of them to wait now.
@@ -31,7 +39,8 @@ def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float |
     for this kind of task: nothing is learnt by reading sooner, so the whole way is
     waited (share 1), in steps of at most ``max_interval``, the failure-detection
     budget. Once progress says more: below 90 %, the later of that edge and the end the
-    average pace implies (a pace-based end is uncertain: wait half of it); from 90 %,
+    average pace implies, shaded by :func:`pace_margin` (a pace-based end is uncertain:
+    wait half of it); from 90 %,
     half of the remaining percent of the expected duration, so reads tighten as the task
     closes in on 100 %. A task that says nothing of its progress and is past the late
     edge (later than every task of its kind seen) is read less and less often.
@@ -45,7 +54,7 @@ def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float |
     if progress >= FINAL_PHASE:
         expected = max(total * spread.early, pace_total)
         return (100 - progress) / 100.0 * expected * FINAL_SHARE, STEP_SHARE
-    by_pace = pace_total * PROGRESS_MARGIN - elapsed
+    by_pace = pace_total * pace_margin(spread, progress) - elapsed
     if early_edge >= by_pace:
         return early_edge, 1.0
     return by_pace, STEP_SHARE

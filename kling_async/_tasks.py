@@ -19,10 +19,18 @@ import anyio
 import attrs
 
 from ._config import PollPolicy
-from ._durations import Durations, Spread
+from ._durations import STAGE_WIDTH, Durations, Spread
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
-from ._schedule import Timetable, error_delay, next_delay, predicted_remaining, scaled_total
+from ._schedule import (
+    FINAL_PHASE,
+    MIN_PROGRESS,
+    Timetable,
+    error_delay,
+    next_delay,
+    predicted_remaining,
+    scaled_total,
+)
 from ._slots import Admission
 from ._watch import TaskUpdate, TaskUpdates, update_of
 
@@ -66,6 +74,7 @@ class Entry:
     running_at: float = float("-inf")  # the last reading that found it unfinished
     watchers: TaskUpdates | set[TaskUpdates] | None = None  # a set only for several
     seq: int = 0
+    due: float = float("inf")  # when its next read is planned
     last_read: float = float("-inf")
     reading: bool = False
     urgent_since: float | None = None  # a callback claimed the end: confirm at once
@@ -408,7 +417,7 @@ class TaskRegistry:
             self._publish(entry, update_of(entry.task_id, snapshot))
         if snapshot.is_terminal:
             if snapshot.status is TaskStatus.COMPLETED and entry.timed:
-                self._learn(entry, now)
+                self._learn(entry, previous, now)
             self._finish(entry, update_of(entry.task_id, snapshot))
         else:
             self._next_read(entry, snapshot.progress, now)
@@ -428,13 +437,44 @@ class TaskRegistry:
             progress=progress, spread=entry.spread)
         return self._item(entry, now + next_delay(self._policy, remaining, share, self._rng))
 
-    def _learn(self, entry: Entry, now: float) -> None:
+    def _learn(self, entry: Entry, last: TaskSnapshot | None, now: float) -> None:
         """A task followed from its creation completed: its duration teaches its kind's
-        spread (the end lies between the last reading that found it running and now)."""
-        assert entry.spread is not None  # set with the first reading
-        entry.spread.learn(total=scaled_total(self._policy, entry.estimate),
-                           running_at=max(entry.running_at - entry.first_seen, 0.0),
-                           done_at=now - entry.first_seen)
+        spread (the end lies between the last reading that found it running and now),
+        and, against the end that reading's pace implied, the spread of its stage."""
+        spread = entry.spread
+        assert spread is not None  # set with the first reading
+        running_at = max(entry.running_at - entry.first_seen, 0.0)
+        done_at = now - entry.first_seen
+        if spread.learn(total=scaled_total(self._policy, entry.estimate),
+                        running_at=running_at, done_at=done_at):
+            self._replan(spread, range(MIN_PROGRESS), now)  # waiting for the estimate's edge
+        if last is not None and last.progress >= MIN_PROGRESS and running_at > 0:
+            stage = last.progress - last.progress % STAGE_WIDTH
+            if spread.stage(last.progress).learn(
+                    total=running_at * 100.0 / last.progress, running_at=running_at,
+                    done_at=done_at) and stage < FINAL_PHASE:
+                self._replan(spread, range(stage, FINAL_PHASE), now)  # paced from there
+
+    def _replan(self, spread: Spread, progress: range, now: float) -> None:
+        """What a kind learnt replaced a prior: the next read of each of its tasks whose
+        last reading (at ``progress``) was planned with that prior is planned again, and
+        moved if that comes sooner. The tasks of a batch were planned before any of them
+        ended: a prior wrong by far would otherwise cost each its lag once. Once per
+        prior, at most 11 per kind."""
+        items = []
+        for entry in self._entries.values():
+            snapshot = entry.snapshot
+            if (entry.spread is not spread or snapshot is None or entry.reading
+                    or entry.errors or snapshot.is_terminal
+                    or snapshot.progress not in progress):
+                continue
+            remaining, share = predicted_remaining(
+                self._policy, elapsed=entry.running_at - entry.first_seen,
+                estimate=entry.estimate, progress=snapshot.progress, spread=spread)
+            when = entry.running_at + next_delay(self._policy, remaining, share, self._rng)
+            if when < entry.due:
+                items.append(self._item(entry, max(when, now)))
+        self._due.add_many(items)
 
     def _finish(self, entry: Entry, final: TaskUpdate) -> None:
         if final.error is not None:
@@ -467,6 +507,7 @@ class TaskRegistry:
         if not confirm:
             when = max(when, entry.last_read + self._policy.min_interval)
         entry.seq += 1
+        entry.due = when
         return when, entry.seq, entry.task_id
 
 

@@ -1,13 +1,16 @@
-"""The read schedule learns how long tasks really take, per model and clip length."""
+"""The read schedule learns how long tasks really take, per model and clip length, and
+how far their progress can be trusted."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import anyio
 
 import kling_async as kling
 from kling_async._durations import KEEP, MIN_SAMPLES, PRIOR, Spread
+from kling_async._schedule import PROGRESS_MARGIN, pace_margin
 from kling_async.testing import Emulator
 
 from .conftest import make_client
@@ -75,3 +78,65 @@ async def test_reads_move_to_where_tasks_of_the_kind_end(emulator: Emulator) -> 
         emulator.finish_task(task.id)
         with anyio.fail_after(10):
             assert (await client.wait_finished(task.id)).status is kling.TaskStatus.COMPLETED
+
+
+def test_a_spread_says_once_that_it_replaced_its_prior() -> None:
+    spread = Spread(random.Random(1))
+    said = [spread.learn(total=100.0, running_at=90.0, done_at=95.0) for _ in range(12)]
+    assert said == [n == MIN_SAMPLES - 1 for n in range(12)]
+
+
+def test_pace_is_shaded_by_what_tasks_that_ended_from_its_stage_taught() -> None:
+    spread = Spread(random.Random(1))
+    assert pace_margin(spread, 65) == PROGRESS_MARGIN  # nothing learnt: the fixed margin
+    for _ in range(MIN_SAMPLES):  # last seen at 60-69 %, then done at 0.7 of that pace
+        spread.stage(65).learn(total=100.0, running_at=65.0, done_at=70.0)
+    assert pace_margin(spread, 61) == 0.65
+    assert pace_margin(spread, 78) == 0.65  # the nearest learnt stage below
+    assert pace_margin(spread, 45) == PROGRESS_MARGIN  # nothing learnt at or below 40 %
+    for _ in range(MIN_SAMPLES):  # tasks that ended later than their pace said
+        spread.stage(25).learn(total=100.0, running_at=130.0, done_at=135.0)
+    assert pace_margin(spread, 25) == PROGRESS_MARGIN  # learning is never bolder
+
+
+async def test_a_batch_planned_on_trusted_progress_is_replanned_once_it_is_learnt(
+        emulator: Emulator) -> None:
+    """Progress that climbs to 70 % and then jumps to done: the pace of a reading at 35 %
+    says the end is twice as far as it is. Tasks planned on that before any of their kind
+    ended are planned again once eight have ended, instead of each paying the lag."""
+    poll = kling.PollPolicy(min_interval=0.05, max_interval=10.0, jitter=0.0,
+                            time_scale=100)  # 300 API-s estimates: 3 s for the client
+    request = kling.TextToVideo(prompt="a clip whose progress stops at 70 %")
+
+    def at_35(task_id: str) -> None:
+        emulator.corrupt(task_id, json.dumps({**emulator.task_json(task_id),
+                                              "status": "processing",
+                                              "progress": 35}).encode())
+
+    async with make_client(emulator, poll=poll) as client:
+        teachers = [await client.submit(request) for _ in range(MIN_SAMPLES)]
+        for task in teachers:
+            at_35(task.id)
+        await anyio.sleep(1.0)
+        learner = await client.submit(request)
+        created = anyio.current_time()
+        at_35(learner.id)
+        await anyio.sleep(2.9)  # each was read at 35 % at the estimate's edge (2.4 s in)
+        for task in teachers:  # the teachers end now: found at their next read, 4.45 s in
+            emulator.corrupt(task.id, None)
+            emulator.finish_task(task.id)
+        emulator.corrupt(learner.id, json.dumps({**emulator.task_json(learner.id),
+                                                 "status": "processing",
+                                                 "progress": 40}).encode())
+        with anyio.fail_after(10):
+            async with client.watch([learner.id]) as updates:
+                async for update in updates:
+                    if update.progress == 40:
+                        break
+        seen_after = anyio.current_time() - created
+        for task in teachers:
+            assert (await client.wait_finished(task.id)).is_terminal
+    # Planned on the prior, the learner's next read was 4.45 s after its creation (its
+    # reading at 2.4 s said 2.05 s more); replanned when the eighth teacher ended (1 s
+    # sooner), it is read then.
+    assert seen_after < 4.0, seen_after

@@ -10,9 +10,10 @@ first tasks of a kind.
 
 Progress is learnt the same way, per kind and progress stage (10-19 %, ..., 90-99 %):
 where a task completed as a share of the end its last reading's pace implied. A reading
-is shaded by what the nearest stage at or below its own taught (8 tasks ended from
-there), if that is more careful than the schedule's fixed margin; a server whose
-progress climbs to 70 % and then jumps to done is learnt, not assumed away.
+is shaded by what the nearest learnt stage (8 tasks ended from there) below the final
+phase taught, at or below its own first, if that is more careful than the schedule's
+fixed margin; a server whose progress climbs to 70 % and then jumps to done is learnt,
+not assumed away.
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ class Spread:
             stage = self._stages[number] = Spread(self._rng)
         return stage
 
-    def learnt_stage(self, progress: int) -> Spread | None:
-        """The learnt stage nearest at or below ``progress``'s (tasks that ended from
-        there were at least that far along), or None."""
-        for number in range(progress // STAGE_WIDTH, -1, -1):
+    def learnt_stage(self, progress: int, below: int) -> Spread | None:
+        """The learnt stage nearest ``progress``'s: at or below it first (tasks that ended
+        from there were at least that far along), else above it but under ``below``
+        percent (a task not that far along yet may end as those did); or None."""
+        own = progress // STAGE_WIDTH
+        for number in (*range(own, -1, -1), *range(own + 1, below // STAGE_WIDTH)):
             stage = self._stages.get(number)
             if stage is not None and stage.learnt:
                 return stage

@@ -24,9 +24,10 @@ def scaled_total(policy: PollPolicy, estimate: float | None) -> float:
 
 def pace_margin(spread: Spread, progress: int) -> float:
     """How far to shade the end a reading at ``progress`` implies by its pace: the fixed
-    margin, or what tasks of the kind that ended from this stage (or the nearest below)
-    taught, if more careful (learning never makes the schedule bolder than the margin)."""
-    stage = spread.learnt_stage(progress)
+    margin, or what tasks of the kind that ended from the nearest learnt stage under the
+    final phase taught (at or below this one first), if more careful (learning never
+    makes the schedule bolder than the margin)."""
+    stage = spread.learnt_stage(progress, below=FINAL_PHASE)
     return PROGRESS_MARGIN if stage is None else min(PROGRESS_MARGIN, stage.early)
 
 

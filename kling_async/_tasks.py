@@ -19,7 +19,7 @@ import anyio
 import attrs
 
 from ._config import PollPolicy
-from ._durations import STAGE_WIDTH, Durations, Spread
+from ._durations import Durations, Spread
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
 from ._schedule import (
@@ -448,12 +448,12 @@ class TaskRegistry:
         if spread.learn(total=scaled_total(self._policy, entry.estimate),
                         running_at=running_at, done_at=done_at):
             self._replan(spread, range(MIN_PROGRESS), now)  # waiting for the estimate's edge
-        if last is not None and last.progress >= MIN_PROGRESS and running_at > 0:
-            stage = last.progress - last.progress % STAGE_WIDTH
-            if spread.stage(last.progress).learn(
+        if (last is not None and last.progress >= MIN_PROGRESS and running_at > 0
+                and spread.stage(last.progress).learn(
                     total=running_at * 100.0 / last.progress, running_at=running_at,
-                    done_at=done_at) and stage < FINAL_PHASE:
-                self._replan(spread, range(stage, FINAL_PHASE), now)  # paced from there
+                    done_at=done_at)
+                and last.progress < FINAL_PHASE):
+            self._replan(spread, range(MIN_PROGRESS, FINAL_PHASE), now)  # paced by progress
 
     def _replan(self, spread: Spread, progress: range, now: float) -> None:
         """What a kind learnt replaced a prior: the next read of each of its tasks whose

@@ -89,14 +89,18 @@ def test_a_spread_says_once_that_it_replaced_its_prior() -> None:
 def test_pace_is_shaded_by_what_tasks_that_ended_from_its_stage_taught() -> None:
     spread = Spread(random.Random(1))
     assert pace_margin(spread, 65) == PROGRESS_MARGIN  # nothing learnt: the fixed margin
-    for _ in range(MIN_SAMPLES):  # last seen at 60-69 %, then done at 0.7 of that pace
+    for _ in range(MIN_SAMPLES):  # ends in the final phase say nothing of pace below it
+        spread.stage(95).learn(total=100.0, running_at=91.0, done_at=93.0)
+    assert pace_margin(spread, 65) == PROGRESS_MARGIN
+    for _ in range(MIN_SAMPLES):  # last seen at 60-69 %, then done at 0.65 of that pace
         spread.stage(65).learn(total=100.0, running_at=65.0, done_at=70.0)
     assert pace_margin(spread, 61) == 0.65
     assert pace_margin(spread, 78) == 0.65  # the nearest learnt stage below
-    assert pace_margin(spread, 45) == PROGRESS_MARGIN  # nothing learnt at or below 40 %
+    assert pace_margin(spread, 45) == 0.65  # none at or below: the nearest above
     for _ in range(MIN_SAMPLES):  # tasks that ended later than their pace said
         spread.stage(25).learn(total=100.0, running_at=130.0, done_at=135.0)
     assert pace_margin(spread, 25) == PROGRESS_MARGIN  # learning is never bolder
+    assert pace_margin(spread, 45) == PROGRESS_MARGIN  # at or below comes first
 
 
 async def test_a_batch_planned_on_trusted_progress_is_replanned_once_it_is_learnt(

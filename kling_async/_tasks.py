@@ -431,11 +431,15 @@ class TaskRegistry:
         """The timetable item of ``entry``'s next read after a reading at ``now``."""
         entry.errors = entry.decode_errors = 0
         entry.running_at = now
+        return self._item(entry, self._planned(entry, progress, now))
+
+    def _planned(self, entry: Entry, progress: int, at: float) -> float:
+        """When to read ``entry`` next after a reading at ``at`` that found ``progress``."""
         assert entry.spread is not None  # set with the first reading
         remaining, share = predicted_remaining(
-            self._policy, elapsed=now - entry.first_seen, estimate=entry.estimate,
+            self._policy, elapsed=at - entry.first_seen, estimate=entry.estimate,
             progress=progress, spread=entry.spread)
-        return self._item(entry, now + next_delay(self._policy, remaining, share, self._rng))
+        return at + next_delay(self._policy, remaining, share, self._rng)
 
     def _learn(self, entry: Entry, last: TaskSnapshot | None, now: float) -> None:
         """A task followed from its creation completed: its duration teaches its kind's
@@ -468,10 +472,7 @@ class TaskRegistry:
                     or entry.errors or snapshot.is_terminal
                     or snapshot.progress not in progress):
                 continue
-            remaining, share = predicted_remaining(
-                self._policy, elapsed=entry.running_at - entry.first_seen,
-                estimate=entry.estimate, progress=snapshot.progress, spread=spread)
-            when = entry.running_at + next_delay(self._policy, remaining, share, self._rng)
+            when = self._planned(entry, snapshot.progress, entry.running_at)
             if when < entry.due:
                 items.append(self._item(entry, max(when, now)))
         self._due.add_many(items)

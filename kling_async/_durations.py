@@ -8,7 +8,7 @@ the API's estimates had when measured); from then on the completions replace it,
 estimates that are wrong by any factor, either way, stop costing reads or lag after the
 first tasks of a kind.
 
-Progress is learnt the same way, per kind and progress stage (10-19 %, ..., 90-99 %):
+Progress is learnt the same way, per kind and progress stage (10-19 %, ..., 80-89 %):
 where a task completed as a share of the end its last reading's pace implied. A reading
 is shaded by what the nearest learnt stage (8 tasks ended from there) below the final
 phase taught, at or below its own first, if that is more careful than the schedule's

@@ -452,12 +452,12 @@ class TaskRegistry:
         if spread.learn(total=scaled_total(self._policy, entry.estimate),
                         running_at=running_at, done_at=done_at):
             self._replan(spread, range(MIN_PROGRESS), now)  # waiting for the estimate's edge
-        if (last is not None and last.progress >= MIN_PROGRESS and running_at > 0
-                and spread.stage(last.progress).learn(
+        # Only stages paced by progress: ends in the final phase never shade a pace.
+        if (last is not None and MIN_PROGRESS <= last.progress < FINAL_PHASE
+                and running_at > 0 and spread.stage(last.progress).learn(
                     total=running_at * 100.0 / last.progress, running_at=running_at,
-                    done_at=done_at)
-                and last.progress < FINAL_PHASE):
-            self._replan(spread, range(MIN_PROGRESS, FINAL_PHASE), now)  # paced by progress
+                    done_at=done_at)):
+            self._replan(spread, range(MIN_PROGRESS, FINAL_PHASE), now)
 
     def _replan(self, spread: Spread, progress: range, now: float) -> None:
         """What a kind learnt replaced a prior: the next read of each of its tasks whose

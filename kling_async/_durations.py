@@ -13,7 +13,9 @@ where a task completed as a share of the end its last reading's pace implied. A 
 is shaded by what the nearest learnt stage (8 tasks ended from there) below the final
 phase taught, at or below its own first, if that is more careful than the schedule's
 fixed margin; a server whose progress climbs to 70 % and then jumps to done is learnt,
-not assumed away.
+not assumed away. The final phase (from 90 %) is learnt apart, per percent at which tasks
+were first seen in it: where they ended as a multiple of when that was, so the dense
+reads of the 90s start where tasks of the kind really end, not as soon as 90 % is seen.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Spread:
     reading's pace implied) between which tasks of one kind end (``early``, ``late``),
     learnt from their completions; shared by every entry of that kind."""
 
-    __slots__ = ("_highs", "_lows", "_rng", "_seen", "_stages", "early", "late")
+    __slots__ = ("_finals", "_highs", "_lows", "_rng", "_seen", "_stages", "early", "late")
 
     def __init__(self, rng: random.Random) -> None:
         self.early, self.late = PRIOR
@@ -45,6 +47,7 @@ class Spread:
         self._rng = rng
         self._seen = 0
         self._stages: dict[int, Spread] = {}
+        self._finals: dict[int, Spread] = {}
 
     @property
     def learnt(self) -> bool:
@@ -70,6 +73,20 @@ class Spread:
             if stage is not None and stage.learnt:
                 return stage
         return None
+
+    def final(self, progress: int) -> Spread:
+        """The spread, as multiples of the time (since creation) at which they were first
+        seen in the final phase, of the ends of tasks of this kind first seen there at
+        ``progress`` percent."""
+        final = self._finals.get(progress)
+        if final is None:
+            final = self._finals[progress] = Spread(self._rng)
+        return final
+
+    def learnt_final(self, progress: int) -> Spread | None:
+        """:meth:`final` of ``progress`` once it is learnt, else None."""
+        final = self._finals.get(progress)
+        return final if final is not None and final.learnt else None
 
     def learn(self, *, total: float, running_at: float, done_at: float) -> bool:
         """A task of this kind whose reference (the estimate, or the end its pace implied)

@@ -32,7 +32,8 @@ def pace_margin(spread: Spread, progress: int) -> float:
 
 
 def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float | None,
-                        progress: int, spread: Spread) -> tuple[float, float]:
+                        progress: int, spread: Spread,
+                        final_seen: tuple[int, float] | None = None) -> tuple[float, float]:
     """Seconds until a task might plausibly finish, and the share of them to wait now.
 
     Before anything says otherwise, the earliest plausible end is the early edge of the
@@ -41,10 +42,14 @@ def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float |
     waited (share 1), in steps of at most ``max_interval``, the failure-detection
     budget. Once progress says more: below 90 %, the later of that edge and the end the
     average pace implies, shaded by :func:`pace_margin` (a pace-based end is uncertain:
-    wait half of it); from 90 %,
-    half of the remaining percent of the expected duration, so reads tighten as the task
-    closes in on 100 %. A task that says nothing of its progress and is past the late
-    edge (later than every task of its kind seen) is read less and less often.
+    wait half of it); from 90 %, once tasks of the kind first seen in the final phase
+    at the same percent are learnt (``final_seen``: that percent and the elapsed time
+    when it was seen), the whole way to the earliest end they had, then every
+    ``min_interval`` until the latest (a task may end from any point in the 90s);
+    before that is learnt, or past the latest end, half of the remaining percent of the
+    expected duration, so reads tighten as the task closes in on 100 %. A task that
+    says nothing of its progress and is past the late edge (later than every task of
+    its kind seen) is read less and less often.
     """
     total = scaled_total(policy, estimate)
     early_edge = max(total * spread.early - elapsed, 0.0)
@@ -53,6 +58,13 @@ def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float |
         return (overdue, STEP_SHARE) if overdue > 0 else (early_edge, 1.0)
     pace_total = elapsed * 100.0 / progress
     if progress >= FINAL_PHASE:
+        final = None if final_seen is None else spread.learnt_final(final_seen[0])
+        if final is not None and final_seen is not None:
+            edge = final.early * final_seen[1] - elapsed
+            if edge > 0:
+                return edge, 1.0
+            if elapsed < final.late * final_seen[1]:
+                return 0.0, 1.0  # the floor: min_interval
         expected = max(total * spread.early, pace_total)
         return (100 - progress) / 100.0 * expected * FINAL_SHARE, STEP_SHARE
     by_pace = pace_total * pace_margin(spread, progress) - elapsed

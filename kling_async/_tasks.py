@@ -72,6 +72,8 @@ class Entry:
     spread: Spread | None = None  # of its kind (model, video seconds), once read
     timed: bool = False  # followed since its creation: its duration teaches the spread
     running_at: float = float("-inf")  # the last reading that found it unfinished
+    final_seen: tuple[int, float] | None = None  # (progress, seconds since first seen) of
+    # the first reading in the final phase
     watchers: TaskUpdates | set[TaskUpdates] | None = None  # a set only for several
     seq: int = 0
     due: float = float("inf")  # when its next read is planned
@@ -420,6 +422,8 @@ class TaskRegistry:
                 self._learn(entry, previous, now)
             self._finish(entry, update_of(entry.task_id, snapshot))
         else:
+            if entry.final_seen is None and snapshot.progress >= FINAL_PHASE:
+                entry.final_seen = (snapshot.progress, now - entry.first_seen)
             self._next_read(entry, snapshot.progress, now)
 
     def _next_read(self, entry: Entry, progress: int, now: float) -> None:
@@ -438,13 +442,14 @@ class TaskRegistry:
         assert entry.spread is not None  # set with the first reading
         remaining, share = predicted_remaining(
             self._policy, elapsed=at - entry.first_seen, estimate=entry.estimate,
-            progress=progress, spread=entry.spread)
+            progress=progress, spread=entry.spread, final_seen=entry.final_seen)
         return at + next_delay(self._policy, remaining, share, self._rng)
 
     def _learn(self, entry: Entry, last: TaskSnapshot | None, now: float) -> None:
         """A task followed from its creation completed: its duration teaches its kind's
-        spread (the end lies between the last reading that found it running and now),
-        and, against the end that reading's pace implied, the spread of its stage."""
+        spread (the end lies between the last reading that found it running and now);
+        against the end that reading's pace implied, the spread of its stage; against
+        when it was first seen in the final phase, the spread of that percent's ends."""
         spread = entry.spread
         assert spread is not None  # set with the first reading
         running_at = max(entry.running_at - entry.first_seen, 0.0)
@@ -452,6 +457,10 @@ class TaskRegistry:
         if spread.learn(total=scaled_total(self._policy, entry.estimate),
                         running_at=running_at, done_at=done_at):
             self._replan(spread, range(MIN_PROGRESS), now)  # waiting for the estimate's edge
+        final_seen = entry.final_seen
+        if final_seen is not None and final_seen[1] > 0:  # (learning it only plans later:
+            spread.final(final_seen[0]).learn(              # nothing to replan)
+                total=final_seen[1], running_at=running_at, done_at=done_at)
         # Only stages paced by progress: ends in the final phase never shade a pace.
         if (last is not None and MIN_PROGRESS <= last.progress < FINAL_PHASE
                 and running_at > 0 and spread.stage(last.progress).learn(

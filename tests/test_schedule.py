@@ -7,10 +7,17 @@ import json
 import random
 
 import anyio
+import pytest
 
 import kling_async as kling
 from kling_async._durations import KEEP, MIN_SAMPLES, PRIOR, Spread
-from kling_async._schedule import PROGRESS_MARGIN, pace_margin
+from kling_async._schedule import (
+    FINAL_SHARE,
+    PROGRESS_MARGIN,
+    STEP_SHARE,
+    pace_margin,
+    predicted_remaining,
+)
 from kling_async.testing import Emulator
 
 from .conftest import make_client
@@ -144,3 +151,79 @@ async def test_a_batch_planned_on_trusted_progress_is_replanned_once_it_is_learn
     # reading at 2.4 s said 2.05 s more); replanned when the eighth teacher ended (1 s
     # sooner), it is read then.
     assert seen_after < 4.0, seen_after
+
+
+def test_the_final_phase_is_read_from_where_tasks_first_seen_there_ended() -> None:
+    policy = kling.PollPolicy(min_interval=1.0, max_interval=600.0)
+    spread = Spread(random.Random(1))
+
+    def at_90(elapsed: float, first: tuple[int, float] | None) -> tuple[float, float]:
+        return predicted_remaining(policy, elapsed=elapsed, estimate=300.0, progress=90,
+                                   spread=spread, final_seen=first)
+
+    before = at_90(250.0, (90, 250.0))
+    by_pace = 250.0 * 100 / 90
+    assert before == ((100 - 90) / 100 * by_pace * FINAL_SHARE, STEP_SHARE)  # by percent
+    for _ in range(MIN_SAMPLES):  # first seen at 90 % 250 s in, running until 300 s
+        spread.final(90).learn(total=250.0, running_at=300.0, done_at=302.0)
+    assert at_90(250.0, (90, 250.0)) == (pytest.approx(50.0), 1.0)  # the whole way
+    assert at_90(280.0, (90, 250.0)) == (pytest.approx(20.0), 1.0)
+    assert at_90(250.0, (93, 250.0)) == before  # first seen at another percent: not learnt
+    assert at_90(250.0, None) == before
+    # Between the learnt edges: every min_interval, whatever the percent says (a task
+    # may end from any point in the 90s); past the latest end seen: by percent again.
+    assert at_90(301.0, (90, 250.0)) == (0.0, 1.0)
+    assert at_90(303.0, (90, 250.0)) == at_90(303.0, None)
+
+
+async def test_tasks_first_seen_in_the_final_phase_teach_where_the_90s_end(
+        emulator: Emulator) -> None:
+    """Eight tasks first seen at 90 % 1.2 s after their creation end 1.2 s later. A task
+    of their kind, first read (at 90 %) about 2.3 s in (where their ends taught the
+    estimate's edge to be), is not read again until about 4.5 s, where without them it is
+    read every 0.07-0.1 s (half of half the expected time of the last 10 %)."""
+    poll = kling.PollPolicy(min_interval=0.05, max_interval=10.0, jitter=0.0,
+                            time_scale=200)  # 300 API-s estimates: 1.5 s for the client
+    request = kling.TextToVideo(prompt="a clip that creeps through the 90s")
+
+    def at_90(task_id: str) -> None:
+        emulator.corrupt(task_id, json.dumps({**emulator.task_json(task_id),
+                                              "status": "processing",
+                                              "progress": 90}).encode())
+
+    def reads() -> int:
+        stats = emulator.statistics()
+        return stats.count("get") + stats.count("batch")
+
+    async with make_client(emulator, poll=poll) as client:
+        teachers = [await client.submit(request) for _ in range(MIN_SAMPLES)]
+        for task in teachers:
+            at_90(task.id)
+        await anyio.sleep(2.4)  # each first read (at 90 %) at the estimate's edge, 1.2 s
+        for task in teachers:
+            emulator.corrupt(task.id, None)
+            emulator.finish_task(task.id)
+        with anyio.fail_after(10):
+            for task in teachers:
+                assert (await client.wait_finished(task.id)).is_terminal
+        learner = await client.submit(request)
+        created = anyio.current_time()
+        at_90(learner.id)
+        with anyio.fail_after(10):  # its first read, at 90 %
+            async with client.watch([learner.id]) as updates:
+                async for update in updates:
+                    if update.progress == 90:
+                        break
+        await anyio.sleep(0.1)
+        before, since = reads(), anyio.current_time() - created
+        await anyio.sleep(max(created + 4.0 - anyio.current_time(), 0.0))
+        quiet = reads() - before  # up to 4 s in: before the learnt edge
+        await anyio.sleep(max(created + 4.9 - anyio.current_time(), 0.0))
+        emulator.corrupt(learner.id, None)
+        emulator.finish_task(learner.id)
+        with anyio.fail_after(10):
+            assert (await client.wait_finished(learner.id)).is_terminal
+        lag = anyio.current_time() - created - 4.9
+    assert since < 3.0, since
+    assert quiet == 0, quiet  # by percent alone: one read every 0.07-0.1 s
+    assert lag < 0.5, lag  # read densely again from the edge (about 4.8 s) on

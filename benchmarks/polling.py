@@ -170,6 +170,9 @@ def main() -> None:
     parser.add_argument("--duration-factor", type=float, default=1.0,
                         help="real durations over the reported estimate (5: five times "
                         "longer than estimated)")
+    parser.add_argument("--duration-spread", type=float, default=0.2,
+                        help="real durations spread +/- this share around the estimate "
+                        "times the factor (the Emulator's default: 0.2)")
     parser.add_argument("--progress-ceiling", type=int, default=None,
                         help="progress climbs steadily to this percent, then the task "
                         "completes (default: the Emulator's creep through the 90s)")
@@ -178,7 +181,8 @@ def main() -> None:
                         "client learns from the first what to expect of the next)")
     args = parser.parse_args()
     world: tuple[str, ...] = ("--failure-rate", str(args.failure_rate),
-                              "--duration-factor", str(args.duration_factor))
+                              "--duration-factor", str(args.duration_factor),
+                              "--duration-spread", str(args.duration_spread))
     if args.progress_ceiling is not None:
         world += ("--progress-ceiling", str(args.progress_ceiling))
     names = [n for n in VARIANTS if not args.only or any(o in n for o in args.only)]
@@ -197,6 +201,8 @@ def main() -> None:
                + (f" --failure-rate {args.failure_rate:g}" if args.failure_rate else "")
                + (f" --duration-factor {args.duration_factor:g}"
                   if args.duration_factor != 1 else "")
+               + (f" --duration-spread {args.duration_spread:g}"
+                  if args.duration_spread != 0.2 else "")
                + (f" --progress-ceiling {args.progress_ceiling}"
                   if args.progress_ceiling is not None else "")
                + (f" --waves {args.waves}" if args.waves != 1 else ""))
@@ -207,6 +213,8 @@ def main() -> None:
         name += "_selected"
     if args.failure_rate or args.duration_factor != 1:
         name += f"_failures{args.failure_rate:g}_durations{args.duration_factor:g}"
+    if args.duration_spread != 0.2:
+        name += f"_spread{args.duration_spread:g}"
     if args.progress_ceiling is not None:
         name += f"_ceiling{args.progress_ceiling}"
     if args.waves != 1:

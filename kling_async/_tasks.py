@@ -73,7 +73,7 @@ class Entry:
     timed: bool = False  # followed since its creation: its duration teaches the spread
     running_at: float = float("-inf")  # the last reading that found it unfinished
     final_seen: tuple[int, float] | None = None  # (progress, seconds since first seen) of
-    # the first reading in the final phase
+    # the first reading in the final phase after one below it
     watchers: TaskUpdates | set[TaskUpdates] | None = None  # a set only for several
     seq: int = 0
     due: float = float("inf")  # when its next read is planned
@@ -422,7 +422,8 @@ class TaskRegistry:
                 self._learn(entry, previous, now)
             self._finish(entry, update_of(entry.task_id, snapshot))
         else:
-            if entry.final_seen is None and snapshot.progress >= FINAL_PHASE:
+            if (snapshot.progress >= FINAL_PHASE and previous is not None
+                    and previous.progress < FINAL_PHASE):  # seen entering it, not already in it
                 entry.final_seen = (snapshot.progress, now - entry.first_seen)
             self._next_read(entry, snapshot.progress, now)
 

@@ -31,6 +31,18 @@ def pace_margin(spread: Spread, progress: int) -> float:
     return PROGRESS_MARGIN if stage is None else min(PROGRESS_MARGIN, stage.early)
 
 
+def final_ends(spread: Spread, final_seen: tuple[int, float] | None
+               ) -> tuple[float, float] | None:
+    """The earliest and latest ends (seconds since first seen) of a task first seen in
+    the final phase at ``final_seen`` (that percent, and when), as tasks of its kind
+    first seen there at that percent ended; None until that is learnt."""
+    if final_seen is None:
+        return None
+    progress, since = final_seen
+    final = spread.learnt_final(progress)
+    return None if final is None else (final.early * since, final.late * since)
+
+
 def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float | None,
                         progress: int, spread: Spread,
                         final_seen: tuple[int, float] | None = None) -> tuple[float, float]:
@@ -58,13 +70,9 @@ def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float |
         return (overdue, STEP_SHARE) if overdue > 0 else (early_edge, 1.0)
     pace_total = elapsed * 100.0 / progress
     if progress >= FINAL_PHASE:
-        final = None if final_seen is None else spread.learnt_final(final_seen[0])
-        if final is not None and final_seen is not None:
-            edge = final.early * final_seen[1] - elapsed
-            if edge > 0:
-                return edge, 1.0
-            if elapsed < final.late * final_seen[1]:
-                return 0.0, 1.0  # the floor: min_interval
+        ends = final_ends(spread, final_seen)
+        if ends is not None and elapsed < ends[1]:  # to the earliest, then min_interval
+            return max(ends[0] - elapsed, 0.0), 1.0
         expected = max(total * spread.early, pace_total)
         return (100 - progress) / 100.0 * expected * FINAL_SHARE, STEP_SHARE
     by_pace = pace_total * pace_margin(spread, progress) - elapsed

@@ -458,10 +458,9 @@ class TaskRegistry:
         if spread.learn(total=scaled_total(self._policy, entry.estimate),
                         running_at=running_at, done_at=done_at):
             self._replan(spread, range(MIN_PROGRESS), now)  # waiting for the estimate's edge
-        final_seen = entry.final_seen
-        if final_seen is not None and final_seen[1] > 0:  # (learning it only plans later:
-            spread.final(final_seen[0]).learn(              # nothing to replan)
-                total=final_seen[1], running_at=running_at, done_at=done_at)
+        if entry.final_seen is not None:  # (it only ever plans later: nothing to replan)
+            progress, since = entry.final_seen
+            spread.final(progress).learn(total=since, running_at=running_at, done_at=done_at)
         # Only stages paced by progress: ends in the final phase never shade a pace.
         if (last is not None and MIN_PROGRESS <= last.progress < FINAL_PHASE
                 and running_at > 0 and spread.stage(last.progress).learn(

@@ -242,3 +242,31 @@ async def test_tasks_first_seen_in_the_final_phase_teach_where_the_90s_end(
     assert lag < 0.5, lag  # read densely again from the edge (about 4.5 s) on
     # A task first seen already in the 90s says nothing of where they began: by percent.
     assert adopted_reads >= 3, adopted_reads
+
+
+async def test_a_task_that_rides_along_early_is_read_again_within_max_interval(
+        emulator: Emulator) -> None:
+    """A batch read that is sent anyway takes tasks due soon along. Such a task's reads
+    keep their own cadence (the next one is planned from when it was due), but the
+    failure-detection budget counts from the read itself: a task failing right after it
+    is noticed within ``max_interval``, not ``max_interval`` plus how early it was read."""
+    poll = kling.PollPolicy(min_interval=0.4, max_interval=1.0, jitter=0.0)
+    request = kling.TextToVideo(prompt="a clip")  # 300 s estimates: read every 1 s
+    async with make_client(emulator, poll=poll) as client:
+        others = [await client.submit(request) for _ in range(10)]
+        started = anyio.current_time()
+        await anyio.sleep(0.3)
+        rider = await client.submit(request)  # due 1.3 s in: rides along at 1.0 s
+        with anyio.fail_after(5):  # the batch read's answer is in
+            while client.statistics().statuses_read < 11:
+                await anyio.sleep(0.005)
+        read_at = anyio.current_time()
+        emulator.finish_task(rider.id, failure_code="content_policy_violation")
+        for task in others:  # over, and seen over here: no batch read at 2 s to ride
+            emulator.finish_task(task.id, failure_code="content_policy_violation")
+            await client.get(task.id)  # (failed: nothing learnt, nothing replanned)
+        with anyio.fail_after(10), pytest.raises(kling.TaskFailedError):
+            await client.wait_finished(rider.id)
+        lag = anyio.current_time() - read_at
+    assert read_at - started < 1.25, read_at - started  # the ride-along read, not its own
+    assert lag < 1.15, lag  # 1.3 s if planned from when it was due without the budget

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -13,6 +14,12 @@ import kling_async as kling
 from kling_async.testing import Emulator
 
 from .redis_server import RedisServer, redis_server
+
+# A test run started as a background job ignores SIGINT, and so would every command it
+# starts: the Ctrl-C tests would then wait for a command that cannot hear them. Children
+# of a process with a handler start with the default disposition.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Reads every 20-200 ms of real time; retries back off in milliseconds.
 FAST_POLL = kling.PollPolicy(min_interval=0.02, max_interval=0.2, jitter=0.1)

@@ -70,7 +70,8 @@ class PollPolicy:
 
     Reads are spent where completion is likely: the next read of a task is a share of
     the time left until its earliest plausible end (from ``estimated_time`` and the
-    observed progress rate), never closer than ``min_interval`` and never further than
+    observed progress rate), never closer than ``min_interval`` (half of it when a batch
+    read that is sent anyway takes the task along) and never further than
     ``max_interval``, with ``jitter`` so reads of a batch spread out.
 
     Attributes:

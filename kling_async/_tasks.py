@@ -356,8 +356,7 @@ class TaskRegistry:
             assert entry.snapshot is not None
             self._answered(entry)
             if self._entries.get(entry.task_id) is entry:  # still followed
-                items.append(self._next_item(entry, entry.snapshot.progress, now,
-                                             due=entry.due))
+                items.append(self._next_item(entry, entry.snapshot.progress, now))
         self._due.add_many(items)
 
     def unreadable(self, entry: Entry, exc: KlingError) -> None:
@@ -432,22 +431,12 @@ class TaskRegistry:
         if self._entries.get(entry.task_id) is entry:  # still followed
             self._due.add(*self._next_item(entry, progress, now))
 
-    def _next_item(self, entry: Entry, progress: int, now: float, *,
-                   due: float | None = None) -> tuple[float, int, str]:
-        """The timetable item of ``entry``'s next read after a reading at ``now``.
-
-        A reading that found nothing new before it was ``due`` (it rode along in a batch
-        read that was sent anyway) is planned from when it was due: riding along does not
-        move a task's reads earlier for good, which made each task's dense phase read
-        every 2.5-5 s instead of every ``min_interval``. The failure-detection budget
-        still counts from the reading: never more than ``max_interval`` after it.
-        """
+    def _next_item(self, entry: Entry, progress: int, now: float
+                   ) -> tuple[float, int, str]:
+        """The timetable item of ``entry``'s next read after a reading at ``now``."""
         entry.errors = entry.decode_errors = 0
         entry.running_at = now
-        if due is None or due <= now:
-            return self._item(entry, self._planned(entry, progress, now))
-        when = self._planned(entry, progress, due)
-        return self._item(entry, min(when, now + self._policy.max_interval))
+        return self._item(entry, self._planned(entry, progress, now))
 
     def _planned(self, entry: Entry, progress: int, at: float) -> float:
         """When to read ``entry`` next after a reading at ``at`` that found ``progress``."""

@@ -246,10 +246,9 @@ async def test_tasks_first_seen_in_the_final_phase_teach_where_the_90s_end(
 
 async def test_a_task_that_rides_along_early_is_read_again_within_max_interval(
         emulator: Emulator) -> None:
-    """A batch read that is sent anyway takes tasks due soon along. Such a task's reads
-    keep their own cadence (the next one is planned from when it was due), but the
-    failure-detection budget counts from the read itself: a task failing right after it
-    is noticed within ``max_interval``, not ``max_interval`` plus how early it was read."""
+    """A batch read that is sent anyway takes tasks due soon along. The failure-detection
+    budget counts from that early read: a task failing right after it is noticed within
+    ``max_interval``, not ``max_interval`` plus how early it was read."""
     poll = kling.PollPolicy(min_interval=0.4, max_interval=1.0, jitter=0.0)
     request = kling.TextToVideo(prompt="a clip")  # 300 s estimates: read every 1 s
     async with make_client(emulator, poll=poll) as client:
@@ -269,4 +268,4 @@ async def test_a_task_that_rides_along_early_is_read_again_within_max_interval(
             await client.wait_finished(rider.id)
         lag = anyio.current_time() - read_at
     assert read_at - started < 1.25, read_at - started  # the ride-along read, not its own
-    assert lag < 1.15, lag  # 1.3 s if planned from when it was due without the budget
+    assert lag < 1.15, lag  # 1.3 s if its next read were planned from when it was due

@@ -23,6 +23,14 @@ from kling_async.testing import Emulator
 from .conftest import make_client
 
 
+def processing_at(emulator: Emulator, task_id: str, progress: int) -> None:
+    """Make the Emulator report ``task_id`` as processing at ``progress`` % (a GET; batch
+    reads leave it out) until ``emulator.corrupt(task_id, None)``."""
+    emulator.corrupt(task_id, json.dumps({**emulator.task_json(task_id),
+                                          "status": "processing",
+                                          "progress": progress}).encode())
+
+
 def test_a_spread_keeps_the_prior_until_it_has_learnt_enough() -> None:
     spread = Spread(random.Random(1))
     assert (spread.early, spread.late) == PRIOR
@@ -119,26 +127,19 @@ async def test_a_batch_planned_on_trusted_progress_is_replanned_once_it_is_learn
                             time_scale=100)  # 300 API-s estimates: 3 s for the client
     request = kling.TextToVideo(prompt="a clip whose progress stops at 70 %")
 
-    def at_35(task_id: str) -> None:
-        emulator.corrupt(task_id, json.dumps({**emulator.task_json(task_id),
-                                              "status": "processing",
-                                              "progress": 35}).encode())
-
     async with make_client(emulator, poll=poll) as client:
         teachers = [await client.submit(request) for _ in range(MIN_SAMPLES)]
         for task in teachers:
-            at_35(task.id)
+            processing_at(emulator, task.id, 35)
         await anyio.sleep(1.0)
         learner = await client.submit(request)
         created = anyio.current_time()
-        at_35(learner.id)
+        processing_at(emulator, learner.id, 35)
         await anyio.sleep(2.9)  # each was read at 35 % at the estimate's edge (2.4 s in)
         for task in teachers:  # the teachers end now: found at their next read, 4.45 s in
             emulator.corrupt(task.id, None)
             emulator.finish_task(task.id)
-        emulator.corrupt(learner.id, json.dumps({**emulator.task_json(learner.id),
-                                                 "status": "processing",
-                                                 "progress": 40}).encode())
+        processing_at(emulator, learner.id, 40)
         with anyio.fail_after(10):
             async with client.watch([learner.id]) as updates:
                 async for update in updates:
@@ -186,11 +187,6 @@ async def test_tasks_first_seen_in_the_final_phase_teach_where_the_90s_end(
                             time_scale=200)  # 300 API-s estimates: 1.5 s for the client
     request = kling.TextToVideo(prompt="a clip that creeps through the 90s")
 
-    def at_90(task_id: str) -> None:
-        emulator.corrupt(task_id, json.dumps({**emulator.task_json(task_id),
-                                              "status": "processing",
-                                              "progress": 90}).encode())
-
     def reads() -> int:
         stats = emulator.statistics()
         return stats.count("get") + stats.count("batch")
@@ -198,7 +194,7 @@ async def test_tasks_first_seen_in_the_final_phase_teach_where_the_90s_end(
     async with make_client(emulator, poll=poll) as client:
         teachers = [await client.submit(request) for _ in range(MIN_SAMPLES)]
         for task in teachers:
-            at_90(task.id)
+            processing_at(emulator, task.id, 90)
         await anyio.sleep(2.4)  # each first read (at 90 %) at the estimate's edge, 1.2 s
         for task in teachers:
             emulator.corrupt(task.id, None)
@@ -208,7 +204,7 @@ async def test_tasks_first_seen_in_the_final_phase_teach_where_the_90s_end(
                 assert (await client.wait_finished(task.id)).is_terminal
         learner = await client.submit(request)
         created = anyio.current_time()
-        at_90(learner.id)
+        processing_at(emulator, learner.id, 90)
         with anyio.fail_after(10):  # its first read, at 90 %
             async with client.watch([learner.id]) as updates:
                 async for update in updates:
@@ -227,7 +223,7 @@ async def test_tasks_first_seen_in_the_final_phase_teach_where_the_90s_end(
 
         async with make_client(emulator, poll=poll) as elsewhere:  # not created here
             adopted = await elsewhere.submit(request)
-        at_90(adopted.id)
+        processing_at(emulator, adopted.id, 90)
         client.track([adopted.id])  # first read at once, already at 90 %: no anchor
         await anyio.sleep(0.1)
         before = reads()

@@ -57,11 +57,7 @@ class Spread:
     def stage(self, progress: int) -> Spread:
         """The spread, around the end their pace implied, of tasks of this kind whose
         last reading before completing was at ``progress``'s stage."""
-        number = progress // STAGE_WIDTH
-        stage = self._stages.get(number)
-        if stage is None:
-            stage = self._stages[number] = Spread(self._rng)
-        return stage
+        return self._child(self._stages, progress // STAGE_WIDTH)
 
     def learnt_stage(self, progress: int, below: int) -> Spread | None:
         """The learnt stage nearest ``progress``'s: at or below it first (tasks that ended
@@ -78,10 +74,13 @@ class Spread:
         """The spread, as multiples of the time (since creation) at which they were first
         seen in the final phase, of the ends of tasks of this kind first seen there at
         ``progress`` percent."""
-        final = self._finals.get(progress)
-        if final is None:
-            final = self._finals[progress] = Spread(self._rng)
-        return final
+        return self._child(self._finals, progress)
+
+    def _child(self, children: dict[int, Spread], key: int) -> Spread:
+        child = children.get(key)
+        if child is None:
+            child = children[key] = Spread(self._rng)
+        return child
 
     def learnt_final(self, progress: int) -> Spread | None:
         """:meth:`final` of ``progress`` once it is learnt, else None."""

@@ -13,8 +13,8 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
-from anyio.streams.memory import MemoryObjectSendStream
 
+from ._channel import EventSender, EventStream, event_channel
 from ._convert import request_to_wire
 from ._download import DownloadError, inside, safe_name
 from ._errors import (
@@ -95,6 +95,7 @@ def check_credits(plan: BatchPlan, max_credits: float | None) -> BatchPlan:
     return attrs.evolve(plan, max_credits=float(max_credits))
 
 
+EVENT_BUFFER = 64  # events not yet taken by the consumer before submitting waits
 PLAN_CHUNK = 500  # requests encoded between two yields to the event loop
 
 
@@ -132,7 +133,7 @@ async def plan_batch(items: Sequence[VideoRequest | Item], journal: Journal | No
 
 class _Run:
     def __init__(self, client: BatchHost, plan: BatchPlan,
-                 send: MemoryObjectSendStream[BatchEvent], tg: anyio.abc.TaskGroup, *,
+                 send: EventSender[BatchEvent], tg: anyio.abc.TaskGroup, *,
                  journal: Journal | None, download_to: Path | None) -> None:
         self.client = client
         self.plan = plan
@@ -306,7 +307,7 @@ class _Run:
 
 
 async def run_batch(client: BatchHost, plan: BatchPlan,
-                    send: MemoryObjectSendStream[BatchEvent], concurrency: int, *,
+                    send: EventSender[BatchEvent], concurrency: int, *,
                     journal: Journal | None = None, download_to: Path | None = None) -> None:
     """Submit the plan's requests with ``concurrency`` submitters; forward their events."""
     runs: list[_Run] = []
@@ -344,13 +345,17 @@ async def open_batch(client: BatchHost, requests: Iterable[VideoRequest | Item],
         raise ValueError("submit_concurrency must be >= 1")
     plan = check_credits(await plan_batch(items, journal), max_credits)  # before sending
     folder = None if download_to is None else Path(download_to)
-    send, receive = anyio.create_memory_object_stream[BatchEvent](64)
+    send: EventSender[BatchEvent]
+    receive: EventStream[BatchEvent]
+    send, receive = event_channel(EVENT_BUFFER)
     with single_exceptions():
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(run_batch, client, plan, send, submit_concurrency,
-                                  journal=journal, download_to=folder))
-            try:
-                with receive:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(run_batch, client, plan, send, submit_concurrency,
+                                      journal=journal, download_to=folder))
+                try:
                     yield receive
-            finally:
-                tg.cancel_scope.cancel()
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:  # only now: a producer between two awaits may still send (and be cancelled)
+            receive.close()

@@ -38,9 +38,10 @@ class Spread:
     reading's pace implied) between which tasks of one kind end (``early``, ``late``),
     learnt from their completions; shared by every entry of that kind."""
 
-    __slots__ = ("_finals", "_highs", "_lows", "_rng", "_seen", "_stages", "early", "late")
+    __slots__ = ("_finals", "_highs", "_lows", "_nearest", "_parent", "_rng", "_seen",
+                 "_stages", "early", "late")
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, parent: Spread | None = None) -> None:
         self.early, self.late = PRIOR
         self._lows: list[float] = []
         self._highs: list[float] = []
@@ -48,6 +49,10 @@ class Spread:
         self._seen = 0
         self._stages: dict[int, Spread] = {}
         self._finals: dict[int, Spread] = {}
+        # learnt_stage's answers, by (stage, below): read for every reading, they change
+        # only when a stage is first learnt (which empties this)
+        self._nearest: dict[tuple[int, int], Spread | None] = {}
+        self._parent = parent
 
     @property
     def learnt(self) -> bool:
@@ -64,11 +69,19 @@ class Spread:
         from there were at least that far along), else above it but under ``below``
         percent (a task not that far along yet may end as those did); or None."""
         own = progress // STAGE_WIDTH
+        key = (own, below)
+        try:
+            return self._nearest[key]
+        except KeyError:
+            pass
+        nearest = None
         for number in (*range(own, -1, -1), *range(own + 1, below // STAGE_WIDTH)):
             stage = self._stages.get(number)
             if stage is not None and stage.learnt:
-                return stage
-        return None
+                nearest = stage
+                break
+        self._nearest[key] = nearest
+        return nearest
 
     def final(self, progress: int) -> Spread:
         """The spread, as multiples of the time (since creation) at which they were first
@@ -79,7 +92,7 @@ class Spread:
     def _child(self, children: dict[int, Spread], key: int) -> Spread:
         child = children.get(key)
         if child is None:
-            child = children[key] = Spread(self._rng)
+            child = children[key] = Spread(self._rng, parent=self)
         return child
 
     def learnt_final(self, progress: int) -> Spread | None:
@@ -115,7 +128,11 @@ class Spread:
         lows, highs = sorted(self._lows), sorted(self._highs)
         cut = int(len(lows) * EDGE_QUANTILE)
         self.early, self.late = lows[cut], highs[len(highs) - 1 - cut]
-        return len(self._lows) == MIN_SAMPLES
+        if len(self._lows) > MIN_SAMPLES:
+            return False
+        if self._parent is not None:  # learnt just now: the parent's lookups change
+            self._parent._nearest.clear()
+        return True
 
 
 class Durations:

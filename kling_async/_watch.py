@@ -10,6 +10,8 @@ import attrs
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
 
+STREAK = 64  # updates handed over in a row before a consumer yields to the event loop
+
 
 @attrs.frozen(kw_only=True)
 class TaskUpdate:
@@ -59,6 +61,7 @@ class TaskUpdates:
         self._event = anyio.Event()
         self._open_ended = open_ended
         self._closed: str | None = None
+        self._streak = 0  # updates handed over since this iterator last yielded
         self.coalesced = 0
 
     def add(self, task_id: str) -> None:
@@ -88,13 +91,20 @@ class TaskUpdates:
         return self
 
     async def __anext__(self) -> TaskUpdate:
-        await anyio.lowlevel.checkpoint()
+        # Queued updates are handed over without a trip through the event loop (the
+        # readings of one batch answer reach the consumer in one wake-up), but a long
+        # backlog yields every STREAK updates so the poller is never starved.
+        self._streak += 1
+        if self._streak >= STREAK:
+            self._streak = 0
+            await anyio.lowlevel.checkpoint()
         while not self._pending:
             if self._closed is not None:
                 raise ClientClosedError(self._closed)
             if not self._open and not self._open_ended:
                 raise StopAsyncIteration
             self._event = anyio.Event()
+            self._streak = 0
             await self._event.wait()
         task_id = next(iter(self._pending))
         update = self._pending.pop(task_id)

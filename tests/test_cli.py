@@ -140,7 +140,7 @@ async def test_ctrl_c_prints_the_resume_command(tmp_path: Path) -> None:
             code = await process.wait()
             err = b"".join([chunk async for chunk in process.stderr]).decode()
         await process.aclose()
-    assert code == 130
+    assert code == 130, err
     assert "Resume with:" in err
     assert "kling-async batch" in err
 

@@ -13,6 +13,8 @@ import anyio
 import pytest
 
 import kling_async as kling
+from kling_async._channel import event_channel
+from kling_async._watch import STREAK, TaskUpdates, update_of
 from kling_async.testing import Emulator, Fault
 
 from .conftest import make_client
@@ -375,6 +377,83 @@ async def test_cancellation_anywhere_leaves_nothing_behind(fast_emulator: Emulat
         stats = client.statistics()
         assert (stats.waiting, stats.tracked) == (0, 0)
     assert fast_emulator.statistics().tasks_created <= 7
+
+
+async def test_the_event_stream_is_ordered_bounded_and_ends() -> None:
+    send, receive = event_channel(3)
+    sent: list[int] = []
+
+    async def produce() -> None:
+        with send:
+            for n in range(10):
+                await send.send(n)
+                sent.append(n)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        await anyio.wait_all_tasks_blocked()
+        assert sent == [0, 1, 2]  # the fourth waits for room: the buffer is bounded
+        with anyio.move_on_after(0.01):
+            await send.send(99)  # cancelled while waiting for room: nothing queued
+        received = [item async for item in receive]
+    assert received == list(range(10))
+    with pytest.raises(anyio.ClosedResourceError):
+        await send.send(1)
+
+
+async def test_the_event_stream_refuses_once_either_end_closes() -> None:
+    send, receive = event_channel(3)
+    with anyio.move_on_after(0.01):
+        await receive.receive()  # cancelled while waiting: nothing lost
+    await send.send("kept")
+    assert await receive.receive() == "kept"
+    await send.send("dropped")
+    await receive.aclose()
+    with pytest.raises(anyio.BrokenResourceError):
+        await send.send("late")
+    with pytest.raises(anyio.ClosedResourceError):
+        await receive.receive()
+
+
+async def test_a_long_backlog_of_updates_yields_to_the_event_loop() -> None:
+    ids = [f"task-{n}" for n in range(5 * STREAK)]
+    updates = TaskUpdates(ids)
+    for task_id in ids:
+        updates.push(update_of(task_id, None, kling.TransportError("gone")))  # final
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.lowlevel.checkpoint()
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        delivered = [u.task_id async for u in updates]  # the loop body never awaits
+        tg.cancel_scope.cancel()
+    assert delivered == ids
+    assert ticks - before >= 4  # it yielded every STREAK updates, not only at the end
+
+
+async def test_leaving_a_batch_while_its_submissions_still_report_is_clean(
+        fast_emulator: Emulator) -> None:
+    """The consumer stops reading (breaks out) while submitters are about to report:
+    nothing raises, and every task created is followed to its end."""
+    async with fast_client(fast_emulator, max_in_flight=20) as client:
+        for stop_after in (1, 2, 3, 5, 8, 13):
+            got = 0
+            async with client.generate_many(prompts(20), submit_concurrency=8) as events:
+                async for _ in events:
+                    got += 1
+                    if got == stop_after:
+                        break
+        with anyio.fail_after(10):
+            while client.statistics().in_flight:
+                await anyio.sleep(0.01)
+        assert client.statistics().tracked == 0
 
 
 async def test_leaving_the_client_stops_quickly(emulator: Emulator) -> None:

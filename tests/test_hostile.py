@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kling_async as kling
-from kling_async._convert import request_to_wire
+from kling_async._convert import CONVERTER, plain_snapshot, request_to_wire, snapshot_from_wire
 from kling_async.testing import Emulator
 from kling_async.testing._validate import BodyError, validate_body
 
@@ -108,6 +108,70 @@ def test_shot_durations_must_add_up(duration: int, parts: list[int]) -> None:
                                                 {"index": i + 1, "prompt": "s",
                                                  "duration": str(p)}
                                                 for i, p in enumerate(parts)]}})
+
+
+# Values a task's fields may hold on the wire when they are odd.
+ODD = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+                st.text(max_size=12), st.lists(st.integers(), max_size=2),
+                st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+USUAL: dict[str, list[Any]] = {  # documented values, and a few near misses
+    "id": ["task-unified-1-abc", ""],
+    "status": ["pending", "processing", "completed", "failed", "Processing", "cancelled"],
+    "progress": [0, 37, 100, 101, -1, 37.5],
+    "model": ["kling-v3-text-to-video", 7],
+    "created": [1764000000, 1764000000.5, 10**12, -1],
+    "results": [[], ["https://x/y.mp4"], None],
+    "error": [None, {"code": "x", "message": "m"}],
+    "estimated_time": [300, 300.0, -5, 2**60, 2**53, float("nan")],
+    "video_duration": [5, 2**60 + 1, 5.0],
+    "can_cancel": [True, False, "yes"],
+    "usage": [None, {"billing_rule": "per_call", "credits_reserved": 50, "credits_used": None,
+                     "user_group": "default"}, {"credits_reserved": True}],
+    "request_id": ["req-1", 5],
+}
+INFO = ("estimated_time", "video_duration", "can_cancel")
+
+
+@st.composite
+def task_objects(draw: st.DrawFn) -> Any:
+    """Task objects as a server might send them: a well-formed unfinished task, with up
+    to three fields changed to another documented value, a near miss or an odd one, or
+    left out (task_info fields at the top level or in task_info)."""
+    task: dict[str, Any] = {"id": "task-unified-1-abc", "status": draw(st.sampled_from(
+        ["pending", "processing"])), "progress": draw(st.integers(0, 100)),
+        "model": "kling-v3-text-to-video", "created": 1764000000,
+        "usage": USUAL["usage"][1], "results": []}
+    info = {"estimated_time": 300, "video_duration": 5, "can_cancel": True}
+    for name in draw(st.lists(st.sampled_from(sorted(USUAL)), max_size=3, unique=True)):
+        value = draw(st.sampled_from(USUAL[name]) if draw(st.integers(0, 3)) else ODD)
+        target = info if name in INFO and draw(st.booleans()) else task
+        if draw(st.integers(0, 5)) == 0:
+            task.pop(name, None)
+            info.pop(name, None)
+        else:
+            target[name] = value
+    task["task_info"] = draw(st.sampled_from([info, None, [1]]) | ODD) if draw(
+        st.integers(0, 5)) == 0 else info
+    return task
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(task_objects(), st.sampled_from([None, "req-header"]))
+def test_the_fast_reading_of_a_task_equals_the_general_one(task: Any,
+                                                            request_id: str | None) -> None:
+    """The hot path (plain_snapshot) reads what the converter reads, or leaves it to it."""
+    try:
+        fast = plain_snapshot(task, request_id)
+    except Exception:  # it may refuse by raising: the general path reads it
+        fast = None
+    general_input = task if request_id is None else {**task, "request_id": request_id}
+    try:
+        general = CONVERTER.structure(general_input, kling.TaskSnapshot)
+    except Exception:  # any refusal: the fast path must have refused too
+        assert fast is None
+        return
+    assert fast is None or fast == general
+    assert snapshot_from_wire(task, request_id) == general
 
 
 BROKEN: dict[str, bytes] = {

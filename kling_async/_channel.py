@@ -5,7 +5,8 @@ cost about four task steps of the event loop (two checkpoints and the two wake-u
 largest share of a batch's client CPU. Here an item is handed over without yielding
 while there is room (``send``) or an item to take (``receive``), as ``asyncio.Queue``
 does; a side waits only when it must (the buffer is full, or empty), and a consumer
-woken once takes everything queued meanwhile. The buffer stays bounded, so a slow
+woken once takes what was queued meanwhile, yielding every ``STREAK`` items (the event
+loop's other work never waits behind a long run). The buffer stays bounded, so a slow
 consumer still holds its producers back.
 """
 
@@ -16,6 +17,9 @@ from typing import Generic, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
+
+from ._watch import STREAK
 
 T = TypeVar("T")
 
@@ -84,12 +88,13 @@ class EventSender(Generic[T]):
 class EventStream(anyio.abc.ObjectReceiveStream[T]):
     """The consuming end: an async iterator of items, in order, each delivered once.
 
-    ``receive`` returns a queued item without yielding to the event loop, and waits
-    only while nothing is queued (iterate it with ``async for``).
+    ``receive`` returns a queued item without yielding to the event loop (but every
+    16th), and waits only while nothing is queued (iterate it with ``async for``).
     """
 
     def __init__(self, shared: _Shared[T]) -> None:
         self._shared = shared
+        self._streak = 0  # items taken since this end last yielded
 
     async def receive(self) -> T:
         """The next item; waits while none is queued.
@@ -98,6 +103,10 @@ class EventStream(anyio.abc.ObjectReceiveStream[T]):
         and ``anyio.ClosedResourceError`` after :meth:`aclose`.
         """
         shared = self._shared
+        self._streak += 1
+        if self._streak >= STREAK:  # a long run of queued items still lets others run
+            self._streak = 0
+            await anyio.lowlevel.checkpoint()
         while True:
             if not shared.receiver_open:
                 raise anyio.ClosedResourceError
@@ -108,6 +117,7 @@ class EventStream(anyio.abc.ObjectReceiveStream[T]):
             if not shared.senders_open:
                 raise anyio.EndOfStream
             readable = shared.readable = shared.readable or anyio.Event()
+            self._streak = 0
             await readable.wait()
 
     def close(self) -> None:

@@ -415,11 +415,16 @@ async def test_the_event_stream_refuses_once_either_end_closes() -> None:
         await receive.receive()
 
 
-async def test_a_long_backlog_of_updates_yields_to_the_event_loop() -> None:
+@pytest.mark.parametrize("stream", ["watch", "generate_many"])
+async def test_a_long_backlog_yields_to_the_event_loop(stream: str) -> None:
     ids = [f"task-{n}" for n in range(5 * STREAK)]
     updates = TaskUpdates(ids)
     for task_id in ids:
         updates.push(update_of(task_id, None, kling.TransportError("gone")))  # final
+    send, receive = event_channel(len(ids))
+    with send:
+        for task_id in ids:
+            await send.send(task_id)
     ticks = 0
 
     async def ticker() -> None:
@@ -432,7 +437,8 @@ async def test_a_long_backlog_of_updates_yields_to_the_event_loop() -> None:
         tg.start_soon(ticker)
         await anyio.lowlevel.checkpoint()
         before = ticks
-        delivered = [u.task_id async for u in updates]  # the loop body never awaits
+        delivered = ([u.task_id async for u in updates] if stream == "watch"
+                     else [task_id async for task_id in receive])  # the body never awaits
         tg.cancel_scope.cancel()
     assert delivered == ids
     assert ticks - before >= 4  # it yielded every STREAK updates, not only at the end

@@ -271,12 +271,15 @@ _RUNNING = {"pending": TaskStatus.PENDING, "processing": TaskStatus.PROCESSING}
 _EXACT = 2**53  # integers a float holds exactly (the general path reads ints via float)
 
 
-def plain_snapshot(data: Any, request_id: str | None = None) -> TaskSnapshot | None:
+def plain_snapshot(data: Any, request_id: str | None = None, *,
+                   estimate: float | None = None) -> TaskSnapshot | None:
     """The common case of :func:`snapshot_from_wire` without the converter's per-field
     dispatch: a plain ``dict`` of an unfinished task whose fields all have the types the
     API documents. Anything else (a finished task, an odd type, an out-of-range number)
     gives None or raises, and the general path reads it; both give equal snapshots
-    (``tests/test_hostile.py`` checks it on generated answers)."""
+    (``tests/test_hostile.py`` checks it on generated answers). ``estimate``: the
+    ``estimated_time`` an earlier reading gave, kept when this one has none (later
+    readings may leave it out)."""
     if type(data) is not dict:
         return None
     get = data.get
@@ -295,10 +298,10 @@ def plain_snapshot(data: Any, request_id: str | None = None) -> TaskSnapshot | N
     if info is not None and type(info) is not dict:
         return None
     info = info or {}
-    estimate = info.get("estimated_time", get("estimated_time"))
+    given = info.get("estimated_time", get("estimated_time"))
     seconds = info.get("video_duration", get("video_duration"))
-    if not (estimate is None or type(estimate) is int
-            or (type(estimate) is float and math.isfinite(estimate))):
+    if not (given is None or type(given) is int
+            or (type(given) is float and math.isfinite(given))):
         return None
     if seconds is not None and not (type(seconds) is int and abs(seconds) < _EXACT):
         return None
@@ -310,16 +313,19 @@ def plain_snapshot(data: Any, request_id: str | None = None) -> TaskSnapshot | N
     return TaskSnapshot(
         id=task_id, model=model, status=status, progress=progress,
         created=None if created is None else _utc(float(created)),
-        estimated_time=None if estimate is None or estimate < 0 else float(estimate),
+        estimated_time=estimate if given is None or given < 0 else float(given),
         video_duration=seconds, can_cancel=can_cancel if type(can_cancel) is bool else None,
         usage=_usage(get("usage")), raw_status=raw, request_id=request_id)
 
 
-def snapshot_from_wire(data: Any, request_id: str | None = None) -> TaskSnapshot:
+def snapshot_from_wire(data: Any, request_id: str | None = None, *,
+                       estimate: float | None = None) -> TaskSnapshot:
     """Read one task object (from the answer ``request_id``); raise
-    :class:`ResponseDecodeError` if it is not one."""
+    :class:`ResponseDecodeError` if it is not one. ``estimate``: the ``estimated_time``
+    known from earlier readings, which an unfinished plain task read here keeps when it
+    gives none (the task registry fills it in for the rest)."""
     try:
-        snapshot = plain_snapshot(data, request_id)
+        snapshot = plain_snapshot(data, request_id, estimate=estimate)
     except _DECODE_ERRORS:
         snapshot = None  # the general path below says why
     if snapshot is not None:

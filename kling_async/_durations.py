@@ -20,6 +20,7 @@ reads of the 90s start where tasks of the kind really end, not as soon as 90 % i
 
 from __future__ import annotations
 
+import bisect
 import random
 
 PRIOR = (0.8, 1.2)    # shares of the estimate before anything is learnt
@@ -39,12 +40,13 @@ class Spread:
     learnt from their completions; shared by every entry of that kind."""
 
     __slots__ = ("_finals", "_highs", "_lows", "_nearest", "_parent", "_rng", "_seen",
-                 "_stages", "early", "late")
+                 "_sorted", "_stages", "early", "late")
 
     def __init__(self, rng: random.Random, parent: Spread | None = None) -> None:
         self.early, self.late = PRIOR
         self._lows: list[float] = []
         self._highs: list[float] = []
+        self._sorted: tuple[list[float], list[float]] = ([], [])  # the same, in order
         self._rng = rng
         self._seen = 0
         self._stages: dict[int, Spread] = {}
@@ -118,14 +120,20 @@ class Spread:
             min(self._seen, MEMORY))  # reservoir sampling over the last MEMORY
         if slot >= KEEP:
             return False
+        if high - low > PRECISE:
+            low = (low + high) / 2
+        lows, highs = self._sorted
         if slot == len(self._lows):
-            self._lows.append(0.0)
-            self._highs.append(0.0)
-        self._lows[slot] = low if high - low <= PRECISE else (low + high) / 2
-        self._highs[slot] = high
-        if len(self._lows) < MIN_SAMPLES:  # too few to move the prior (one early outlier
-            return False                    # would make every task of the kind read densely)
-        lows, highs = sorted(self._lows), sorted(self._highs)
+            self._lows.append(low)
+            self._highs.append(high)
+        else:  # the sample it replaces leaves the ordered copies
+            del lows[bisect.bisect_left(lows, self._lows[slot])]
+            del highs[bisect.bisect_left(highs, self._highs[slot])]
+            self._lows[slot], self._highs[slot] = low, high
+        bisect.insort(lows, low)
+        bisect.insort(highs, high)
+        if len(lows) < MIN_SAMPLES:  # too few to move the prior (one early outlier
+            return False             # would make every task of the kind read densely)
         cut = int(len(lows) * EDGE_QUANTILE)
         self.early, self.late = lows[cut], highs[len(highs) - 1 - cut]
         if len(self._lows) > MIN_SAMPLES:

@@ -122,7 +122,7 @@ class Poller:
                 self.statuses_read += 1
                 registry.report_unchanged([entry])
                 return
-            snapshot = snapshot_from_wire(data, request_id)
+            snapshot = snapshot_from_wire(data, request_id, estimate=entry.estimate)
         except _PERMANENT as exc:
             registry.give_up(entry, exc)
             return
@@ -186,7 +186,7 @@ class Poller:
                 unchanged.append(entry)
                 continue
             try:
-                snapshot = snapshot_from_wire(item, request_id)
+                snapshot = snapshot_from_wire(item, request_id, estimate=entry.estimate)
             except ResponseDecodeError as exc:
                 registry.unreadable(entry, exc)
                 continue

@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 import kling_async as kling
-from kling_async._channel import event_channel
-from kling_async._watch import STREAK, TaskUpdates, update_of
+from kling_async._channel import STREAK, event_channel
+from kling_async._watch import TaskUpdates, update_of
 from kling_async.testing import Emulator, Fault
 
 from .conftest import make_client

@@ -113,7 +113,8 @@ class EventStream(anyio.abc.ObjectReceiveStream[T]):
     """The consuming end: an async iterator of items, in order, each delivered once.
 
     ``receive`` returns a queued item without yielding to the event loop (but every
-    16th), and waits only while nothing is queued (iterate it with ``async for``).
+    ``STREAK``-th, see :class:`Streak`), and waits only while nothing is queued (iterate
+    it with ``async for``).
     """
 
     def __init__(self, shared: _Shared[T]) -> None:

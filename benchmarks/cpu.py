@@ -1,17 +1,22 @@
 """CPU per task status processed, parsing and event fan-out included.
 
-    python -m benchmarks.cpu --tasks 500 --seconds 10
+    python -m benchmarks.cpu --tasks 500 --seconds 5 --rounds 3
 
-The floor (c) is a bare aiohttp GET plus ``json.loads`` per status. kling_async is
-measured reading the same tasks through its poller with every status fanned out to a
-watcher, once with per-task GETs (one status per request, like the floor) and once with
-batch reads (50 statuses per request). The Emulator runs in its own process.
+The floor (c) is a bare aiohttp GET plus ``json.loads`` per status; (c2) a bare batch
+POST of 50 ids plus ``json.loads``. kling_async is measured reading the same tasks
+through its poller with every status fanned out to a watcher, once with per-task GETs
+(one status per request, like (c)) and once with batch reads (50 statuses per request,
+like (c2)). The Emulator runs in its own process. A single run's figures move by a
+third between runs on a shared machine, floors included, so the four variants run
+``rounds`` times in alternating order (forward, then backward) and each ratio is the
+median of the rounds' ratios (each SDK run against the floor of its own round).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,31 +66,61 @@ async def kling_variant(name: str, tasks: int, seconds: float, flags: tuple[str,
             "cpu_us_per_status": cpu / max(statuses, 1) * 1e6}
 
 
-async def run_all(tasks: int, seconds: float, interval: float) -> list[dict[str, Any]]:
-    rows = [await floor("(c) raw aiohttp GET + json", tasks, seconds, raw_floor.run),
-            await floor("(c2) raw aiohttp batch POST + json", tasks, seconds,
-                        raw_floor.run_batch),
-            await kling_variant("kling_async, per-task GETs", tasks, seconds, ("--no-batch",),
-                                interval),
-            await kling_variant("kling_async, batch reads", tasks, seconds, (), interval)]
-    for row in rows:  # each against the floor of its own kind of read
-        floor_row = rows[1] if "batch" in row["variant"] else rows[0]
-        row["vs_floor"] = row["cpu_us_per_status"] / floor_row["cpu_us_per_status"]
+Variant = Callable[[], Awaitable[dict[str, Any]]]
+
+
+async def run_all(tasks: int, seconds: float, interval: float,
+                  rounds: int) -> list[dict[str, Any]]:
+    variants: dict[str, Variant] = {
+        "(c) raw aiohttp GET + json":
+            lambda: floor("(c) raw aiohttp GET + json", tasks, seconds, raw_floor.run),
+        "(c2) raw aiohttp batch POST + json":
+            lambda: floor("(c2) raw aiohttp batch POST + json", tasks, seconds,
+                          raw_floor.run_batch),
+        "kling_async, per-task GETs":
+            lambda: kling_variant("kling_async, per-task GETs", tasks, seconds,
+                                  ("--no-batch",), interval),
+        "kling_async, batch reads":
+            lambda: kling_variant("kling_async, batch reads", tasks, seconds, (), interval),
+    }
+    names = list(variants)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for number in range(rounds):
+        for name in (names if number % 2 == 0 else names[::-1]):
+            runs[name].append(await variants[name]())
+    rows = []
+    for name in names:  # each against the floor of its own kind of read, round by round
+        floor_name = names[1] if "batch" in name else names[0]
+        ratios = [run["cpu_us_per_status"] / base["cpu_us_per_status"]
+                  for run, base in zip(runs[name], runs[floor_name], strict=True)]
+        per_status = [run["cpu_us_per_status"] for run in runs[name]]
+        rows.append({"variant": name, "rounds": rounds,
+                     "statuses": statistics.median(run["statuses"] for run in runs[name]),
+                     "updates": runs[name][0].get("updates"),
+                     "cpu_us_per_status": statistics.median(per_status),
+                     "runs_cpu_us_per_status": per_status,
+                     "vs_floor": statistics.median(ratios), "round_ratios": ratios})
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interval", type=float, default=0.02,
                         help="seconds between two reads of a task in the SDK variants (the "
                         "floors read as fast as they can; at 0.02 the SDK's loop idles "
                         "between answers, at 0.005 it is as busy as the floors')")
     args = parser.parse_args()
-    rows = asyncio.run(run_all(args.tasks, args.seconds, args.interval))
-    print(table(rows, ["variant", "statuses", "updates", "cpu_us_per_status", "vs_floor"]))
-    command = (f"python -m benchmarks.cpu --tasks {args.tasks} --seconds {args.seconds:g}"
+    rows = asyncio.run(run_all(args.tasks, args.seconds, args.interval, args.rounds))
+    print(table(rows, ["variant", "rounds", "statuses", "updates", "cpu_us_per_status",
+                       "vs_floor"]))
+    for row in rows[2:]:
+        print(f"{row['variant']} / floor per round:",
+              ", ".join(f"{r:.2f}" for r in row["round_ratios"]))
+    command = (f"python -m benchmarks.cpu --tasks {args.tasks} --seconds {args.seconds:g} "
+               f"--rounds {args.rounds}"
                + (f" --interval {args.interval:g}" if args.interval != 0.02 else ""))
     name = "cpu" if args.interval == 0.02 else f"cpu_interval{args.interval:g}"
     print("saved", save(name, command, rows))

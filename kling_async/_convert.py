@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import reprlib
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +87,11 @@ def _progress(value: object, _: object = None) -> int:
 def _utc(seconds: float) -> datetime:
     # A task's "created" never changes between reads: convert it once.
     return datetime.fromtimestamp(seconds, UTC)
+
+
+# Estimates repeat across tasks (the same model and length): one float per value, shared
+# by every snapshot and registry entry that holds it (see plain_snapshot).
+_seconds = functools.lru_cache(maxsize=256)(float)
 
 
 def _created(value: object, _: object = None) -> datetime | None:
@@ -272,22 +278,28 @@ _EXACT = 2**53  # integers a float holds exactly (the general path reads ints vi
 
 
 def plain_snapshot(data: Any, request_id: str | None = None, *,
-                   estimate: float | None = None) -> TaskSnapshot | None:
+                   estimate: float | None = None, task_id: str | None = None
+                   ) -> TaskSnapshot | None:
     """The common case of :func:`snapshot_from_wire` without the converter's per-field
     dispatch: a plain ``dict`` of an unfinished task whose fields all have the types the
     API documents. Anything else (a finished task, an odd type, an out-of-range number)
     gives None or raises, and the general path reads it; both give equal snapshots
     (``tests/test_hostile.py`` checks it on generated answers). ``estimate``: the
     ``estimated_time`` an earlier reading gave, kept when this one has none (later
-    readings may leave it out)."""
+    readings may leave it out). ``task_id``: the id asked about.
+
+    Strings and numbers equal to ones already held (that id, that estimate, the status,
+    the model's name) are shared rather than kept once per reading: a full garbage
+    collection visits every object a followed task refers to, and at 50,000 tasks each
+    distinct one is a cache miss of that stall."""
     if type(data) is not dict:
         return None
     get = data.get
-    task_id, raw, progress = get("id"), get("status"), get("progress", 0)
+    given_id, raw, progress = get("id"), get("status"), get("progress", 0)
     if type(raw) is not str:
         return None
     status = _RUNNING.get(raw)
-    if (status is None or type(task_id) is not str or not task_id
+    if (status is None or type(given_id) is not str or not given_id
             or type(progress) is not int or not 0 <= progress <= 100
             or get("error") is not None or get("results") not in (None, [])):
         return None
@@ -310,22 +322,28 @@ def plain_snapshot(data: Any, request_id: str | None = None, *,
         if request_id is not None and type(request_id) is not str:
             return None
     can_cancel = info.get("can_cancel", get("can_cancel"))
+    if given is not None and given >= 0 and given != estimate:
+        estimate = _seconds(given)
     return TaskSnapshot(
-        id=task_id, model=model, status=status, progress=progress,
+        id=given_id if task_id is None or given_id != task_id else task_id,
+        model=sys.intern(model),
+        status=status, progress=progress,
         created=None if created is None else _utc(float(created)),
-        estimated_time=estimate if given is None or given < 0 else float(given),
-        video_duration=seconds, can_cancel=can_cancel if type(can_cancel) is bool else None,
-        usage=_usage(get("usage")), raw_status=raw, request_id=request_id)
+        estimated_time=estimate, video_duration=seconds,
+        can_cancel=can_cancel if type(can_cancel) is bool else None,
+        usage=_usage(get("usage")), raw_status=status.value, request_id=request_id)
 
 
 def snapshot_from_wire(data: Any, request_id: str | None = None, *,
-                       estimate: float | None = None) -> TaskSnapshot:
+                       estimate: float | None = None, task_id: str | None = None
+                       ) -> TaskSnapshot:
     """Read one task object (from the answer ``request_id``); raise
     :class:`ResponseDecodeError` if it is not one. ``estimate``: the ``estimated_time``
     known from earlier readings, which an unfinished plain task read here keeps when it
-    gives none (the task registry fills it in for the rest)."""
+    gives none (the task registry fills it in for the rest); ``task_id``: the id asked
+    about (see :func:`plain_snapshot`)."""
     try:
-        snapshot = plain_snapshot(data, request_id, estimate=estimate)
+        snapshot = plain_snapshot(data, request_id, estimate=estimate, task_id=task_id)
     except _DECODE_ERRORS:
         snapshot = None  # the general path below says why
     if snapshot is not None:

@@ -27,8 +27,9 @@ def pace_margin(spread: Spread, progress: int) -> float:
     margin, or what tasks of the kind that ended from the nearest learnt stage under the
     final phase taught (at or below this one first), if more careful (learning never
     makes the schedule bolder than the margin)."""
-    stage = spread.learnt_stage(progress, below=FINAL_PHASE)
-    return PROGRESS_MARGIN if stage is None else min(PROGRESS_MARGIN, stage.early)
+    stage = spread.learnt_stage(progress, FINAL_PHASE)
+    return (stage.early if stage is not None and stage.early < PROGRESS_MARGIN
+            else PROGRESS_MARGIN)  # min() without its call: this runs per reading
 
 
 def final_ends(spread: Spread, final_seen: tuple[int, float] | None
@@ -64,7 +65,9 @@ def predicted_remaining(policy: PollPolicy, *, elapsed: float, estimate: float |
     its kind seen) is read less and less often.
     """
     total = scaled_total(policy, estimate)
-    early_edge = max(total * spread.early - elapsed, 0.0)
+    early_edge = total * spread.early - elapsed
+    if early_edge < 0.0:  # (not max(): this runs for every reading)
+        early_edge = 0.0
     if progress < MIN_PROGRESS or elapsed <= 0:
         overdue = elapsed - total * spread.late
         return (overdue, STEP_SHARE) if overdue > 0 else (early_edge, 1.0)
@@ -85,9 +88,14 @@ def next_delay(policy: PollPolicy, remaining: float, share: float,
                rng: random.Random) -> float:
     """The wait before the next read: ``share`` of the predicted time left, between
     ``min_interval`` and ``max_interval``, with jitter."""
-    delay = min(max(remaining * share, policy.min_interval), policy.max_interval)
-    if policy.jitter:  # never past a point the whole way was waited for
-        delay *= 1.0 + rng.uniform(-policy.jitter, 0.0 if share >= 1 else policy.jitter)
+    delay = remaining * share  # clamped without min()/max() calls: this runs per reading
+    if delay < policy.min_interval:
+        delay = policy.min_interval
+    elif delay > policy.max_interval:
+        delay = policy.max_interval
+    jitter = policy.jitter
+    if jitter:  # never past a point the whole way was waited for (uniform(), inline)
+        delay *= 1.0 + (-jitter + ((jitter if share < 1 else 0.0) + jitter) * rng.random())
     return delay
 
 

@@ -307,8 +307,9 @@ class TaskRegistry:
         floor = now - (ride_gap or 0.0)
         due: list[Entry] = []
         early: list[tuple[float, int, str]] = []  # too recently read to ride along
-        while len(due) < limit and (item := self._due.pop_until(horizon)) is not None:
-            entry = self._entries.get(item[2])
+        pop, followed = self._due.pop_until, self._entries.get
+        while len(due) < limit and (item := pop(horizon)) is not None:
+            entry = followed(item[2])
             if entry is None or entry.seq != item[1] or entry.reading:
                 continue  # stale; a read in progress reschedules its entry when it ends
             if item[0] > now:
@@ -352,11 +353,15 @@ class TaskRegistry:
         (the hot path of polling)."""
         now = anyio.current_time() if now is None else now
         items = []
-        for entry in entries:
+        followed, answered, planned, item = (self._entries.get, self._answered,
+                                             self._planned, self._item)
+        for entry in entries:  # _next_item's work, without its call per entry
             assert entry.snapshot is not None
-            self._answered(entry)
-            if self._entries.get(entry.task_id) is entry:  # still followed
-                items.append(self._next_item(entry, entry.snapshot.progress, now))
+            answered(entry)
+            if followed(entry.task_id) is entry:  # still followed
+                entry.errors = entry.decode_errors = 0
+                entry.running_at = now
+                items.append(item(entry, planned(entry, entry.snapshot.progress, now)))
         self._due.add_many(items)
 
     def unreadable(self, entry: Entry, exc: KlingError) -> None:
@@ -515,7 +520,9 @@ class TaskRegistry:
         """``entry``'s timetable item for a read at ``when``, or later: the read floor
         (only a callback's confirming read may be sooner); older items turn stale."""
         if not confirm:
-            when = max(when, entry.last_read + self._policy.min_interval)
+            floor = entry.last_read + self._policy.min_interval
+            if when < floor:  # (not max(): this runs for every reading)
+                when = floor
         entry.seq += 1
         entry.due = when
         return when, entry.seq, entry.task_id

@@ -157,13 +157,17 @@ def task_objects(draw: st.DrawFn) -> Any:
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(task_objects(), st.sampled_from([None, "req-header"]), st.sampled_from([None, 240.0]))
+@given(task_objects(), st.sampled_from([None, "req-header"]),
+       st.sampled_from([None, 240.0, 300.0]), st.sampled_from([None, "task-unified-1-abc",
+                                                              "task-unified-2-xyz"]))
 def test_the_fast_reading_of_a_task_equals_the_general_one(
-        task: Any, request_id: str | None, estimate: float | None) -> None:
+        task: Any, request_id: str | None, estimate: float | None,
+        task_id: str | None) -> None:
     """The hot path (plain_snapshot) reads what the converter reads (with the estimate
-    known from earlier readings when it gives none), or leaves it to it."""
+    known from earlier readings when it gives none; with or without the id asked
+    about, equal or not), or leaves it to it."""
     try:
-        fast = plain_snapshot(task, request_id, estimate=estimate)
+        fast = plain_snapshot(task, request_id, estimate=estimate, task_id=task_id)
     except Exception:  # it may refuse by raising: the general path reads it
         fast = None
     general_input = task if request_id is None else {**task, "request_id": request_id}
@@ -177,6 +181,32 @@ def test_the_fast_reading_of_a_task_equals_the_general_one(
     assert fast is None or fast == general
     assert snapshot_from_wire(task, request_id) == CONVERTER.structure(general_input,
                                                                        kling.TaskSnapshot)
+
+
+def test_readings_share_the_values_a_task_already_holds() -> None:
+    """A reading keeps no private copy of what the registry already holds (the id asked
+    about, an equal estimate, the status and model strings): at 50,000 followed tasks
+    each distinct object is one more for every full garbage collection to visit."""
+    held_id, held_estimate = "".join(["task-unified-1-", "abc"]), 300.0
+    answers = [json.loads(b'{"id": "task-unified-1-abc", "status": "processing", '
+                          b'"progress": 40, "model": "kling-v3-text-to-video", '
+                          b'"created": 1764000000, "task_info": {"estimated_time": 300}}')
+               for _ in range(2)]
+    first, second = (plain_snapshot(a, "req", estimate=held_estimate, task_id=held_id)
+                     for a in answers)
+    assert first is not None
+    assert second is not None
+    assert first == second
+    assert first.id is held_id
+    assert second.id is held_id
+    assert first.estimated_time is held_estimate
+    assert first.model is second.model
+    assert first.raw_status is second.raw_status
+    assert first.created is second.created
+    other = plain_snapshot(answers[0], "req", estimate=240.0, task_id="task-unified-2-x")
+    assert other is not None
+    assert other.id == "task-unified-1-abc"
+    assert other.estimated_time == 300.0
 
 
 BROKEN: dict[str, bytes] = {

@@ -115,6 +115,7 @@ class Timetable:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, str]] = []
         self._wake = anyio.Event()
+        self._timekeeper = False  # a sleeper waits with the timeout
 
     def add(self, when: float, seq: int, task_id: str) -> None:
         """Schedule ``task_id`` at ``when``; wake the sleeper if it is now the earliest."""
@@ -144,9 +145,23 @@ class Timetable:
 
     async def wait(self) -> None:
         """Sleep until the earliest item is due, or an earlier one is added (every
-        sleeper wakes: they share one event)."""
-        wait = self._heap[0][0] - anyio.current_time() if self._heap else 3600.0
+        sleeper wakes: they share one event).
+
+        One sleeper at a time keeps the time, and sets the event for the others when it
+        is up: a timed wait is a cancel scope whose expiry is a cancellation (the costly
+        part of a wake-up), so the other sleepers wait on the event alone."""
         if self._wake.is_set():
             self._wake = anyio.Event()
-        with anyio.move_on_after(max(wait, 0.0)):
-            await self._wake.wait()
+        wake = self._wake
+        if self._timekeeper:
+            await wake.wait()
+            return
+        wait = self._heap[0][0] - anyio.current_time() if self._heap else 3600.0
+        self._timekeeper = True
+        try:
+            with anyio.move_on_after(max(wait, 0.0)):
+                await wake.wait()
+        finally:
+            self._timekeeper = False
+            wake.set()  # its time came, or it left: the others look again (one of
+            self._wake.set()  # them keeps the time next), also any who came meanwhile

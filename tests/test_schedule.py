@@ -15,6 +15,7 @@ from kling_async._schedule import (
     FINAL_SHARE,
     PROGRESS_MARGIN,
     STEP_SHARE,
+    Timetable,
     pace_margin,
     predicted_remaining,
 )
@@ -265,3 +266,50 @@ async def test_a_task_that_rides_along_early_is_read_again_within_max_interval(
         lag = anyio.current_time() - read_at
     assert read_at - started < 1.25, read_at - started  # the ride-along read, not its own
     assert lag < 1.15, lag  # 1.3 s if its next read were planned from when it was due
+
+
+async def test_every_sleeper_wakes_when_the_earliest_read_comes_due() -> None:
+    """One sleeper keeps the time for all (as the poller's readers do: take what is due,
+    else sleep): every sleeper takes its item when it comes due, an earlier item added
+    meanwhile moves that time, and a time keeper that leaves (cancelled) leaves the
+    others to wake on time, one of them keeping it."""
+    timetable = Timetable()
+    took: dict[str, tuple[float, float]] = {}  # sleeper -> (its item's due time, when)
+
+    async def reader(name: str) -> None:
+        while (item := timetable.pop_until(anyio.current_time())) is None:
+            await timetable.wait()
+        took[name] = (item[0], anyio.current_time())
+
+    start = anyio.current_time()
+    for seq in range(3):
+        timetable.add(start + 5.0, seq, f"later-{seq}")
+    with anyio.fail_after(4):
+        async with anyio.create_task_group() as tg:
+            for name in "abc":
+                tg.start_soon(reader, name)
+            await anyio.sleep(0.05)
+            for seq in range(3):  # sooner than the time being kept
+                timetable.add(start + 0.15, 10 + seq, f"sooner-{seq}")
+    assert sorted(took) == ["a", "b", "c"]
+    for due, at in took.values():
+        assert due == start + 0.15
+        assert due <= at < due + 0.5
+
+    timetable, took = Timetable(), {}
+    start = anyio.current_time()
+    for seq in range(2):
+        timetable.add(start + 0.2, seq, f"task-{seq}")
+    with anyio.fail_after(4):
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as keeper:
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(reader, "keeper")  # the first asleep keeps the time
+                    await anyio.sleep(0.02)
+                    for name in "de":
+                        tg.start_soon(reader, name)
+                    await anyio.sleep(0.03)
+                    keeper.cancel()
+    assert sorted(took) == ["d", "e"]
+    for due, at in took.values():
+        assert due <= at < due + 0.5

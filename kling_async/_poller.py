@@ -185,9 +185,7 @@ class Poller:
             entry = by_id.pop(task_id, None) if type(task_id) is str else None
             if entry is None:
                 continue  # not asked for, or a duplicate
-            last = entry.snapshot  # _unchanged() without the call: the id matched
-            if (last is not None and item.get("status") == last.raw_status
-                    and item.get("progress") == last.progress):
+            if _unchanged(entry, item):
                 unchanged.append(entry)
                 continue
             try:

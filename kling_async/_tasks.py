@@ -353,15 +353,12 @@ class TaskRegistry:
         (the hot path of polling)."""
         now = anyio.current_time() if now is None else now
         items = []
-        followed, answered, planned, item = (self._entries.get, self._answered,
-                                             self._planned, self._item)
-        for entry in entries:  # _next_item's work, without its call per entry
+        followed, answered, next_item = self._entries.get, self._answered, self._next_item
+        for entry in entries:
             assert entry.snapshot is not None
             answered(entry)
             if followed(entry.task_id) is entry:  # still followed
-                entry.errors = entry.decode_errors = 0
-                entry.running_at = now
-                items.append(item(entry, planned(entry, entry.snapshot.progress, now)))
+                items.append(next_item(entry, entry.snapshot.progress, now))
         self._due.add_many(items)
 
     def unreadable(self, entry: Entry, exc: KlingError) -> None:

@@ -66,28 +66,26 @@ async def kling_variant(name: str, tasks: int, seconds: float, flags: tuple[str,
             "cpu_us_per_status": cpu / max(statuses, 1) * 1e6}
 
 
-Variant = Callable[[], Awaitable[dict[str, Any]]]
+Variant = Callable[[str], Awaitable[dict[str, Any]]]  # its name -> its figures
 
 
 async def run_all(tasks: int, seconds: float, interval: float,
                   rounds: int) -> list[dict[str, Any]]:
     variants: dict[str, Variant] = {
         "(c) raw aiohttp GET + json":
-            lambda: floor("(c) raw aiohttp GET + json", tasks, seconds, raw_floor.run),
+            lambda name: floor(name, tasks, seconds, raw_floor.run),
         "(c2) raw aiohttp batch POST + json":
-            lambda: floor("(c2) raw aiohttp batch POST + json", tasks, seconds,
-                          raw_floor.run_batch),
+            lambda name: floor(name, tasks, seconds, raw_floor.run_batch),
         "kling_async, per-task GETs":
-            lambda: kling_variant("kling_async, per-task GETs", tasks, seconds,
-                                  ("--no-batch",), interval),
+            lambda name: kling_variant(name, tasks, seconds, ("--no-batch",), interval),
         "kling_async, batch reads":
-            lambda: kling_variant("kling_async, batch reads", tasks, seconds, (), interval),
+            lambda name: kling_variant(name, tasks, seconds, (), interval),
     }
     names = list(variants)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for number in range(rounds):
         for name in (names if number % 2 == 0 else names[::-1]):
-            runs[name].append(await variants[name]())
+            runs[name].append(await variants[name](name))
     rows = []
     for name in names:  # each against the floor of its own kind of read, round by round
         floor_name = names[1] if "batch" in name else names[0]

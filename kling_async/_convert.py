@@ -273,7 +273,7 @@ def request_to_wire(req: VideoRequest) -> dict[str, Any]:
     return body
 
 
-_RUNNING = {"pending": TaskStatus.PENDING, "processing": TaskStatus.PROCESSING}
+_RUNNING = {raw: status for raw, status in _STATUSES.items() if not status.is_terminal}
 _EXACT = 2**53  # integers a float holds exactly (the general path reads ints via float)
 
 

@@ -52,7 +52,8 @@ class TaskUpdates:
     update. A slow consumer therefore sees progress coalesced to the latest reading, and
     the final update of every id is always delivered. Iteration ends once every id has
     delivered its final update. A queued update is handed over without yielding to the
-    event loop (every 16th yields); the iterator waits only while none is queued.
+    event loop (every ``STREAK``-th yields, see ``_channel.Streak``); the iterator
+    waits only while none is queued.
     """
 
     def __init__(self, task_ids: Iterable[str], *, open_ended: bool = False) -> None:

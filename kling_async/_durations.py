@@ -147,12 +147,15 @@ class Durations:
     """The learnt :class:`Spread` of each kind of task."""
 
     def __init__(self, rng: random.Random) -> None:
-        self._kinds: dict[Kind, Spread] = {}
+        self._kinds: dict[Kind, int] = {}
+        self.spreads: list[Spread] = []  # by index (what a registry entry keeps)
         self._rng = rng
 
-    def spread(self, kind: Kind) -> Spread:
-        """The (live) spread of ``kind``: the prior until it is learnt."""
-        spread = self._kinds.get(kind)
-        if spread is None:
-            spread = self._kinds[kind] = Spread(self._rng)
-        return spread
+    def index(self, kind: Kind) -> int:
+        """Where in :attr:`spreads` the (live) spread of ``kind`` is: the prior until
+        it is learnt."""
+        index = self._kinds.get(kind)
+        if index is None:
+            index = self._kinds[kind] = len(self.spreads)
+            self.spreads.append(Spread(self._rng))
+        return index

@@ -18,6 +18,7 @@ import attrs
 
 from ._config import PollPolicy
 from ._convert import batch_items, snapshot_from_wire
+from ._entry import Entry
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -28,7 +29,7 @@ from ._errors import (
     ResponseDecodeError,
 )
 from ._http import Transport
-from ._tasks import Entry, TaskRegistry
+from ._tasks import TaskRegistry
 
 logger = logging.getLogger("kling_async")
 
@@ -38,9 +39,9 @@ _PERMANENT = (NotFoundError, PermissionDeniedError, AuthenticationError, Invalid
 def _unchanged(entry: Entry, data: Any) -> bool:
     """True when a raw reading repeats the status and progress already known: most
     readings do, and they need no snapshot (the hot path of polling)."""
-    last = entry.snapshot
-    return (last is not None and type(data) is dict and data.get("id") == entry.task_id
-            and data.get("status") == last.raw_status and data.get("progress") == last.progress)
+    return (type(data) is dict and entry["status"] != "" and data.get("id") == entry["task_id"]
+            and data.get("status") == entry["raw_status"]
+            and data.get("progress") == entry["progress"])
 
 
 class Poller:
@@ -81,8 +82,8 @@ class Poller:
                 await registry.wait_due()
                 continue
             single = self.batch_supported is False
-            gets = [e for e in chunk if single or e.needs_get]  # left out of a batch answer
-            batched = [e for e in chunk if not (single or e.needs_get)]
+            gets = [e for e in chunk if single or e["needs_get"]]  # left out of a batch answer
+            batched = [e for e in chunk if not (single or e["needs_get"])]
             try:
                 for entry in gets:
                     await self._read_one(entry)
@@ -108,22 +109,22 @@ class Poller:
         chunk = self._registry.pop_due(
             anyio.current_time(), ride_gap=ride_gap,
             limit=self._policy.batch_size if batching else 1)
-        if self.batch_supported is None and sum(not e.needs_get for e in chunk) > 1:
+        if self.batch_supported is None and sum(not e["needs_get"] for e in chunk) > 1:
             self._probing, self._probed = True, anyio.Event()
         return chunk
 
     async def _read_one(self, entry: Entry) -> None:
         self.single_reads += 1
-        entry.needs_get = False
-        registry = self._registry
+        entry["needs_get"] = False
+        registry, task_id = self._registry, entry["task_id"]
         try:
-            data, request_id = await self._transport.get_task(entry.task_id)
+            data, request_id = await self._transport.get_task(task_id)
             if _unchanged(entry, data):
                 self.statuses_read += 1
                 registry.report_unchanged([entry])
                 return
-            snapshot = snapshot_from_wire(data, request_id, estimate=entry.estimate,
-                                          task_id=entry.task_id)
+            snapshot = snapshot_from_wire(data, request_id, estimate=entry["estimate"],
+                                          task_id=task_id)
         except _PERMANENT as exc:
             registry.give_up(entry, exc)
             return
@@ -133,8 +134,8 @@ class Poller:
         except KlingError as exc:
             registry.retry_later(entry, exc)
             return
-        if snapshot.id != entry.task_id:
-            snapshot = attrs.evolve(snapshot, id=entry.task_id)
+        if snapshot.id != task_id:
+            snapshot = attrs.evolve(snapshot, id=task_id)
         self.statuses_read += 1
         registry.report(entry, snapshot)
 
@@ -150,7 +151,7 @@ class Poller:
         registry = self._registry
         try:
             answer, request_id = await self._transport.read(
-                "POST", "/v1/tasks/batch", {"task_ids": [e.task_id for e in chunk]})
+                "POST", "/v1/tasks/batch", {"task_ids": [e["task_id"] for e in chunk]})
             items = batch_items(answer)
         except APIError as exc:
             if exc.status in (404, 405) and self.batch_supported is not True:
@@ -175,7 +176,7 @@ class Poller:
     def _apply_batch(self, chunk: list[Entry], items: list[Any],
                      request_id: str | None) -> None:
         registry = self._registry
-        by_id = {entry.task_id: entry for entry in chunk}
+        by_id = {entry["task_id"]: entry for entry in chunk}
         unchanged: list[Entry] = []  # most readings: only their next read is scheduled
         now = anyio.current_time()  # one answer, one moment (the clock read is not free)
         for item in items:
@@ -189,8 +190,8 @@ class Poller:
                 unchanged.append(entry)
                 continue
             try:
-                snapshot = snapshot_from_wire(item, request_id, estimate=entry.estimate,
-                                              task_id=entry.task_id)
+                snapshot = snapshot_from_wire(item, request_id, estimate=entry["estimate"],
+                                              task_id=entry["task_id"])
             except ResponseDecodeError as exc:
                 registry.unreadable(entry, exc)
                 continue

@@ -2,7 +2,8 @@
 
 Per task it keeps the slot (a :class:`Ticket` from admit to bind | refuse |
 hold_unsettled; once bound, its entry's ``slot`` flag until the final reading), the
-schedule entry, the subscribers and the last and final state. The poller reads what
+schedule entry (an :class:`~kling_async._entry.Entry`), the subscribers and the last
+and final state. The poller reads what
 :meth:`TaskRegistry.pop_due` hands it and reports back; slot counting is an
 :class:`~kling_async._slots.Admission`. See docs/architecture.md.
 """
@@ -20,6 +21,7 @@ import attrs
 
 from ._config import PollPolicy
 from ._durations import Durations, Spread
+from ._entry import TERMINAL, Entry, keep_reading, last_reading, new_entry
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
 from ._schedule import (
@@ -38,8 +40,9 @@ logger = logging.getLogger("kling_async")
 
 MAX_DECODE_ERRORS = 5    # unreadable answers in a row before an id is given up
 FINISHED_CACHE = 10_000  # final readings kept for late watchers and wait_finished()
-_RANK = {TaskStatus.PENDING: 0, TaskStatus.UNKNOWN: 0, TaskStatus.PROCESSING: 1,
-         TaskStatus.COMPLETED: 2, TaskStatus.FAILED: 2}
+_RANK = {TaskStatus.PENDING.value: 0, TaskStatus.UNKNOWN.value: 0,
+         TaskStatus.PROCESSING.value: 1, TaskStatus.COMPLETED.value: 2,
+         TaskStatus.FAILED.value: 2}
 TicketState = Literal["waiting", "reserved", "unsettled", "bound", "released"]
 _HOLDING = frozenset({"reserved", "unsettled", "bound"})
 
@@ -55,36 +58,6 @@ class Ticket:
     settled: anyio.Event | None = None  # while unsettled: set when the hold ends
 
 
-@attrs.define(eq=False)
-class Entry:
-    """What the registry knows of one followed task.
-
-    It holds no per-task container beyond its snapshot (a slot is a flag, one watcher a
-    reference): every object kept per task is one more for each full garbage collection
-    to walk, which at 50,000 tasks is what stalls the event loop.
-    """
-
-    task_id: str
-    first_seen: float
-    slot: bool = False  # holds a slot, bound to its task id (the Admission counts it)
-    snapshot: TaskSnapshot | None = None
-    estimate: float | None = None
-    spread: Spread | None = None  # of its kind (model, video seconds), once read
-    timed: bool = False  # followed since its creation: its duration teaches the spread
-    running_at: float = float("-inf")  # the last reading that found it unfinished
-    final_seen: tuple[int, float] | None = None  # (progress, seconds since first seen) of
-    # the first reading in the final phase after one below it
-    watchers: TaskUpdates | set[TaskUpdates] | None = None  # a set only for several
-    seq: int = 0
-    due: float = float("inf")  # when its next read is planned
-    last_read: float = float("-inf")
-    reading: bool = False
-    urgent_since: float | None = None  # a callback claimed the end: confirm at once
-    needs_get: bool = False
-    errors: int = 0
-    decode_errors: int = 0
-
-
 class TaskRegistry:
     """Slots, schedules, subscribers and states of every task a Client follows."""
 
@@ -93,11 +66,15 @@ class TaskRegistry:
         self._policy = policy
         self._rng = rng
         self._entries: dict[str, Entry] = {}
+        # subscribers by task id (kept here, not in the entries: see _entry)
+        self._watchers: dict[str, TaskUpdates | set[TaskUpdates]] = {}
         self._tickets: dict[str, Ticket] = {}  # by key, until bound or released
-        self._finished: OrderedDict[str, TaskUpdate] = OrderedDict()
+        # final readings as their entries (see _entry), or updates of ids given up
+        self._finished: OrderedDict[str, Entry | TaskUpdate] = OrderedDict()
         self._channels: set[TaskUpdates] = set()
         self._due = Timetable()
         self._durations = Durations(rng)
+        self._spreads = self._durations.spreads  # by an entry's "kind"
         self._closed: str | None = None
 
     # -- admission ------------------------------------------------------------------------
@@ -147,13 +124,13 @@ class TaskRegistry:
             self._release(ticket)
             return
         entry = self._entry(snapshot.id)
-        if entry.snapshot is None:  # first seen at its creation
-            entry.timed = not snapshot.is_terminal
-        if snapshot.is_terminal or entry.slot:
+        if not entry["status"]:  # first seen at its creation
+            entry["timed"] = not snapshot.is_terminal
+        if snapshot.is_terminal or entry["slot"]:
             self._release(ticket)  # a finished task, or a replay of one already counted
         else:
             ticket.state, ticket.task_id = "bound", snapshot.id
-            entry.slot = True  # from here on the entry holds the slot; the ticket is done
+            entry["slot"] = True  # from here on the entry holds the slot; the ticket is done
             self.admission.bind(ticket.key, snapshot.id)
             self.admission.on_accepted()
         self._absorb(entry, snapshot, anyio.current_time())
@@ -183,10 +160,10 @@ class TaskRegistry:
             if task_id in self._finished:
                 continue
             entry = self._entry(task_id)
-            if not entry.slot:
+            if not entry["slot"]:
                 self.admission.adopt(task_id)
-                entry.slot = True
-            if entry.snapshot is None:
+                entry["slot"] = True
+            if not entry["status"]:
                 self._schedule_at(entry, anyio.current_time())
 
     def _release(self, ticket: Ticket, *, keep_key: bool = False) -> None:
@@ -219,15 +196,15 @@ class TaskRegistry:
         self._check_open()
         self._channels.add(channel)
         for task_id in task_ids:
-            final = self._finished.get(task_id)
+            final = self.final(task_id)
             if final is not None:
                 channel.push(final)
                 continue
             entry = self._entry(task_id)
-            _watch(entry, channel)
-            if entry.snapshot is not None:
-                channel.push(update_of(task_id, entry.snapshot))
-            elif entry.seq == 0:
+            _watch(self._watchers, task_id, channel)
+            if entry["status"]:  # read before: that reading first
+                channel.push_latest(entry)
+            elif entry["seq"] == 0:
                 self._schedule_at(entry, anyio.current_time())
 
     def unsubscribe(self, channel: TaskUpdates, task_ids: Iterable[str]) -> None:
@@ -237,13 +214,16 @@ class TaskRegistry:
             entry = self._entries.get(task_id)
             if entry is None:
                 continue
-            _unwatch(entry, channel)
-            if entry.watchers is None and not entry.slot:
+            _unwatch(self._watchers, task_id, channel)
+            if task_id not in self._watchers and not entry["slot"]:
                 del self._entries[task_id]
 
     def final(self, task_id: str) -> TaskUpdate | None:
         """The final update of a recently finished id, if remembered."""
-        return self._finished.get(task_id)
+        kept = self._finished.get(task_id)
+        if kept is None or isinstance(kept, TaskUpdate):
+            return kept
+        return update_of(task_id, last_reading(kept))
 
     def observe(self, snapshot: TaskSnapshot) -> None:
         """Take a reading made elsewhere (``client.get()``) if the id is followed."""
@@ -259,13 +239,12 @@ class TaskRegistry:
             return False
         now = anyio.current_time()
         if snapshot.is_terminal:
-            entry.urgent_since = now
-            if not entry.reading:
+            entry["urgent_since"] = now
+            if not entry["reading"]:
                 self._schedule_at(entry, now, confirm=True)
             return True
-        current = entry.snapshot
-        if current is not None and (_RANK[snapshot.status], snapshot.progress) <= (
-                _RANK[current.status], current.progress):
+        if entry["status"] and (_RANK[snapshot.status.value], snapshot.progress) <= (
+                _RANK[entry["status"]], entry["progress"]):
             return False
         self._absorb(entry, snapshot, now)
         return True
@@ -288,8 +267,7 @@ class TaskRegistry:
     def _entry(self, task_id: str) -> Entry:
         entry = self._entries.get(task_id)
         if entry is None:
-            entry = self._entries[task_id] = Entry(task_id=task_id,
-                                                   first_seen=anyio.current_time())
+            entry = self._entries[task_id] = new_entry(task_id, anyio.current_time())
         return entry
 
     # -- what the poller reads and reports ------------------------------------------------
@@ -310,19 +288,19 @@ class TaskRegistry:
         pop, followed = self._due.pop_until, self._entries.get
         while len(due) < limit and (item := pop(horizon)) is not None:
             entry = followed(item[2])
-            if entry is None or entry.seq != item[1] or entry.reading:
+            if entry is None or entry["seq"] != item[1] or entry["reading"]:
                 continue  # stale; a read in progress reschedules its entry when it ends
             if item[0] > now:
                 if not due:
                     self._due.put_back(item)  # nothing to ride along with
                     break
-                if entry.last_read > floor:
+                if entry["last_read"] > floor:
                     early.append(item)
                     if len(early) < limit:
                         continue
                     break  # the chunk stays partial rather than scanning further
-            entry.reading = True
-            entry.last_read = now
+            entry["reading"] = True
+            entry["last_read"] = now
             due.append(entry)
         for item in early:
             self._due.put_back(item)
@@ -343,9 +321,10 @@ class TaskRegistry:
     def _answered(entry: Entry) -> None:
         """``entry``'s read is over; a callback's claim made before it was sent is
         confirmed by it."""
-        entry.reading = False
-        if entry.urgent_since is not None and entry.last_read >= entry.urgent_since:
-            entry.urgent_since = None
+        entry["reading"] = False
+        urgent_since = entry["urgent_since"]
+        if urgent_since is not None and entry["last_read"] >= urgent_since:
+            entry["urgent_since"] = None
 
     def report_unchanged(self, entries: list[Entry], now: float | None = None) -> None:
         """Readings whose status and progress are those already known (nothing to
@@ -355,118 +334,118 @@ class TaskRegistry:
         items = []
         followed, answered, next_item = self._entries.get, self._answered, self._next_item
         for entry in entries:
-            assert entry.snapshot is not None
             answered(entry)
-            if followed(entry.task_id) is entry:  # still followed
-                items.append(next_item(entry, entry.snapshot.progress, now))
+            if followed(entry["task_id"]) is entry:  # still followed
+                items.append(next_item(entry, entry["progress"], now))
         self._due.add_many(items)
 
     def unreadable(self, entry: Entry, exc: KlingError) -> None:
         """The answer about ``entry`` could not be read: retry, or give up after a few."""
-        entry.decode_errors += 1
-        if entry.decode_errors >= MAX_DECODE_ERRORS:
+        entry["decode_errors"] += 1
+        if entry["decode_errors"] >= MAX_DECODE_ERRORS:
             self.give_up(entry, exc)
         else:
             self.retry_later(entry, exc)
 
     def retry_later(self, entry: Entry, exc: KlingError) -> None:
         """A transient failure reading ``entry``: back off."""
-        entry.reading = False
-        entry.errors += 1
-        logger.debug("reading %s failed (%s); retrying later", entry.task_id,
+        entry["reading"] = False
+        entry["errors"] += 1
+        logger.debug("reading %s failed (%s); retrying later", entry["task_id"],
                      type(exc).__name__)
         now = anyio.current_time()
-        self._schedule_at(entry, now + error_delay(self._policy, entry.errors, self._rng))
+        self._schedule_at(entry, now + error_delay(self._policy, entry["errors"], self._rng))
 
     def left_out(self, entry: Entry) -> None:
         """A batch answer left ``entry`` out (unknown or foreign): a GET says which."""
-        entry.reading = False
-        entry.needs_get = True
+        entry["reading"] = False
+        entry["needs_get"] = True
         self._schedule_at(entry, anyio.current_time())
 
     def give_up(self, entry: Entry, exc: KlingError) -> None:
         """``entry`` cannot be followed (404, 403, garbage): its final update is ``exc``."""
-        entry.reading = False
-        self._finish(entry, update_of(entry.task_id, entry.snapshot, exc))
+        entry["reading"] = False
+        self._finish(entry, exc)
 
     def read_done(self, chunk: list[Entry]) -> None:
         """A chunk's read ended; claims that arrived meanwhile are confirmed now, and an
         entry whose read ended without a report (cancelled) is read again."""
         now = anyio.current_time()
         for entry in chunk:
-            if entry.task_id not in self._entries:
+            if entry["task_id"] not in self._entries:
                 continue
-            if entry.urgent_since is not None:
-                entry.reading = False
+            if entry["urgent_since"] is not None:
+                entry["reading"] = False
                 self._schedule_at(entry, now, confirm=True)
-            elif entry.reading:
-                entry.reading = False
+            elif entry["reading"]:
+                entry["reading"] = False
                 self._schedule_at(entry, now)
 
     # -- state changes --------------------------------------------------------------------
 
     def _absorb(self, entry: Entry, snapshot: TaskSnapshot, now: float) -> None:
-        previous = entry.snapshot
-        if snapshot.estimated_time is not None:
-            entry.estimate = snapshot.estimated_time
-        elif previous is not None and previous.estimated_time is not None:
-            snapshot = attrs.evolve(snapshot, estimated_time=previous.estimated_time)
-        if previous is not None and snapshot.progress < previous.progress:
-            snapshot = attrs.evolve(snapshot, progress=previous.progress)  # never backwards
-        entry.snapshot = snapshot
-        if entry.spread is None:
-            entry.spread = self._durations.spread((snapshot.model, snapshot.video_duration))
-        if previous is None or (previous.status, previous.progress) != (
-                snapshot.status, snapshot.progress):
-            self._publish(entry, update_of(entry.task_id, snapshot))
+        status, progress = entry["status"], entry["progress"]  # of the last reading
+        if snapshot.estimated_time is None and entry["estimate"] is not None:
+            snapshot = attrs.evolve(snapshot, estimated_time=entry["estimate"])
+        if status and snapshot.progress < progress:
+            snapshot = attrs.evolve(snapshot, progress=progress)  # never backwards
+        keep_reading(entry, snapshot)
+        if entry["kind"] < 0:
+            entry["kind"] = self._durations.index((snapshot.model, snapshot.video_duration))
+        changed = not status or (status, progress) != (snapshot.status.value,
+                                                         snapshot.progress)
         if snapshot.is_terminal:
-            if snapshot.status is TaskStatus.COMPLETED and entry.timed:
-                self._learn(entry, previous, now)
-            self._finish(entry, update_of(entry.task_id, snapshot))
+            if changed:
+                self._publish(entry, update_of(entry["task_id"], snapshot))
+            if snapshot.status is TaskStatus.COMPLETED and entry["timed"]:
+                self._learn(entry, progress if status else None, now)
+            self._finish(entry)
         else:
-            if (snapshot.progress >= FINAL_PHASE and previous is not None
-                    and previous.progress < FINAL_PHASE):  # seen entering it, not already in it
-                entry.final_seen = (snapshot.progress, now - entry.first_seen)
+            if changed:
+                self._publish(entry)
+            if (snapshot.progress >= FINAL_PHASE and status
+                    and progress < FINAL_PHASE):  # seen entering it, not already in it
+                entry["final_seen"] = (snapshot.progress, now - entry["first_seen"])
             self._next_read(entry, snapshot.progress, now)
 
     def _next_read(self, entry: Entry, progress: int, now: float) -> None:
-        if self._entries.get(entry.task_id) is entry:  # still followed
+        if self._entries.get(entry["task_id"]) is entry:  # still followed
             self._due.add(*self._next_item(entry, progress, now))
 
     def _next_item(self, entry: Entry, progress: int, now: float
                    ) -> tuple[float, int, str]:
         """The timetable item of ``entry``'s next read after a reading at ``now``."""
-        entry.errors = entry.decode_errors = 0
-        entry.running_at = now
+        entry["errors"] = entry["decode_errors"] = 0
+        entry["running_at"] = now
         return self._item(entry, self._planned(entry, progress, now))
 
     def _planned(self, entry: Entry, progress: int, at: float) -> float:
         """When to read ``entry`` next after a reading at ``at`` that found ``progress``."""
-        assert entry.spread is not None  # set with the first reading
         remaining, share = predicted_remaining(
-            self._policy, elapsed=at - entry.first_seen, estimate=entry.estimate,
-            progress=progress, spread=entry.spread, final_seen=entry.final_seen)
+            self._policy, elapsed=at - entry["first_seen"], estimate=entry["estimate"],
+            progress=progress, spread=self._spreads[entry["kind"]],
+            final_seen=entry["final_seen"])
         return at + next_delay(self._policy, remaining, share, self._rng)
 
-    def _learn(self, entry: Entry, last: TaskSnapshot | None, now: float) -> None:
-        """A task followed from its creation completed: its duration teaches its kind's
-        spread (the end lies between the last reading that found it running and now);
-        against the end that reading's pace implied, the spread of its stage; against
-        when it was first seen in the final phase, the spread of that percent's ends."""
-        spread = entry.spread
-        assert spread is not None  # set with the first reading
-        running_at = max(entry.running_at - entry.first_seen, 0.0)
-        done_at = now - entry.first_seen
-        if spread.learn(total=scaled_total(self._policy, entry.estimate),
+    def _learn(self, entry: Entry, last: int | None, now: float) -> None:
+        """A task followed from its creation completed (``last``: the progress of the
+        reading before, if any): its duration teaches its kind's spread (the end lies
+        between the last reading that found it running and now); against the end that
+        reading's pace implied, the spread of its stage; against when it was first seen
+        in the final phase, the spread of that percent's ends."""
+        spread = self._spreads[entry["kind"]]
+        running_at = max(entry["running_at"] - entry["first_seen"], 0.0)
+        done_at = now - entry["first_seen"]
+        if spread.learn(total=scaled_total(self._policy, entry["estimate"]),
                         running_at=running_at, done_at=done_at):
             self._replan(spread, range(MIN_PROGRESS), now)  # waiting for the estimate's edge
-        if entry.final_seen is not None:  # (it only ever plans later: nothing to replan)
-            progress, since = entry.final_seen
+        if entry["final_seen"] is not None:  # (it only ever plans later: nothing to replan)
+            progress, since = entry["final_seen"]
             spread.final(progress).learn(total=since, running_at=running_at, done_at=done_at)
         # Only stages paced by progress: ends in the final phase never shade a pace.
-        if (last is not None and MIN_PROGRESS <= last.progress < FINAL_PHASE
-                and running_at > 0 and spread.stage(last.progress).learn(
-                    total=running_at * 100.0 / last.progress, running_at=running_at,
+        if (last is not None and MIN_PROGRESS <= last < FINAL_PHASE
+                and running_at > 0 and spread.stage(last).learn(
+                    total=running_at * 100.0 / last, running_at=running_at,
                     done_at=done_at)):
             self._replan(spread, range(MIN_PROGRESS, FINAL_PHASE), now)
 
@@ -477,39 +456,49 @@ class TaskRegistry:
         ended: a prior wrong by far would otherwise cost each its lag once. Once per
         prior, at most 11 per kind."""
         items = []
+        kind = self._spreads.index(spread)
         for entry in self._entries.values():
-            snapshot = entry.snapshot
-            if (entry.spread is not spread or snapshot is None or entry.reading
-                    or entry.errors or snapshot.is_terminal
-                    or snapshot.progress not in progress):
+            status = entry["status"]
+            if (entry["kind"] != kind or not status or entry["reading"]
+                    or entry["errors"] or status in TERMINAL
+                    or entry["progress"] not in progress):
                 continue
-            when = self._planned(entry, snapshot.progress, entry.running_at)
-            if when < entry.due:
+            when = self._planned(entry, entry["progress"], entry["running_at"])
+            if when < entry["due"]:
                 items.append(self._item(entry, max(when, now)))
         self._due.add_many(items)
 
-    def _finish(self, entry: Entry, final: TaskUpdate) -> None:
-        if final.error is not None:
+    def _finish(self, entry: Entry, error: KlingError | None = None) -> None:
+        """``entry`` is final: its last reading is terminal, or it is given up (``error``:
+        why; that update is published here)."""
+        task_id = entry["task_id"]
+        final: Entry | TaskUpdate = entry
+        if error is not None:
+            final = update_of(task_id, last_reading(entry), error)
             self._publish(entry, final)
-        self._entries.pop(entry.task_id, None)
-        self._finished[entry.task_id] = final
+        self._entries.pop(task_id, None)
+        self._watchers.pop(task_id, None)  # late subscribers get the final from _finished
+        self._finished[task_id] = final
         if len(self._finished) > FINISHED_CACHE:
             self._finished.popitem(last=False)
-        if entry.slot:
-            entry.slot = False
-            self.admission.release(entry.task_id)
+        if entry["slot"]:
+            entry["slot"] = False
+            self.admission.release(task_id)
 
-    @staticmethod
-    def _publish(entry: Entry, update: TaskUpdate) -> None:
-        watchers = entry.watchers
-        if isinstance(watchers, set):
-            for channel in watchers:
-                channel.push(update)
-        elif watchers is not None:
-            watchers.push(update)
+    def _publish(self, entry: Entry, final: TaskUpdate | None = None) -> None:
+        """Tell ``entry``'s subscribers of its ``final`` update, or (None) of a new
+        unfinished reading, which each builds into an update when it is taken."""
+        watchers = self._watchers.get(entry["task_id"])
+        if watchers is None:
+            return
+        for channel in watchers if isinstance(watchers, set) else (watchers,):
+            if final is None:
+                channel.push_latest(entry)
+            else:
+                channel.push(final)
 
     def _schedule_at(self, entry: Entry, when: float, *, confirm: bool = False) -> None:
-        if self._entries.get(entry.task_id) is entry:  # still followed
+        if self._entries.get(entry["task_id"]) is entry:  # still followed
             self._due.add(*self._item(entry, when, confirm=confirm))
 
     def _item(self, entry: Entry, when: float, *, confirm: bool = False
@@ -517,29 +506,31 @@ class TaskRegistry:
         """``entry``'s timetable item for a read at ``when``, or later: the read floor
         (only a callback's confirming read may be sooner); older items turn stale."""
         if not confirm:
-            floor = entry.last_read + self._policy.min_interval
+            floor = entry["last_read"] + self._policy.min_interval
             if when < floor:  # (not max(): this runs for every reading)
                 when = floor
-        entry.seq += 1
-        entry.due = when
-        return when, entry.seq, entry.task_id
+        seq = entry["seq"] = entry["seq"] + 1
+        entry["due"] = when
+        return when, seq, entry["task_id"]
 
 
-def _watch(entry: Entry, channel: TaskUpdates) -> None:
-    watchers = entry.watchers
-    if watchers is None or watchers is channel:
-        entry.watchers = channel
-    elif isinstance(watchers, set):
-        watchers.add(channel)
+def _watch(watchers: dict[str, TaskUpdates | set[TaskUpdates]], task_id: str,
+           channel: TaskUpdates) -> None:
+    known = watchers.get(task_id)
+    if known is None or known is channel:
+        watchers[task_id] = channel
+    elif isinstance(known, set):
+        known.add(channel)
     else:
-        entry.watchers = {watchers, channel}
+        watchers[task_id] = {known, channel}
 
 
-def _unwatch(entry: Entry, channel: TaskUpdates) -> None:
-    watchers = entry.watchers
-    if watchers is channel:
-        entry.watchers = None
-    elif isinstance(watchers, set):
-        watchers.discard(channel)
-        if len(watchers) == 1:
-            entry.watchers = next(iter(watchers))
+def _unwatch(watchers: dict[str, TaskUpdates | set[TaskUpdates]], task_id: str,
+             channel: TaskUpdates) -> None:
+    known = watchers.get(task_id)
+    if known is channel:
+        del watchers[task_id]
+    elif isinstance(known, set):
+        known.discard(channel)
+        if len(known) == 1:
+            watchers[task_id] = next(iter(known))

@@ -8,6 +8,7 @@ import anyio
 import attrs
 
 from ._channel import Streak
+from ._entry import Entry, last_reading
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
 
@@ -49,8 +50,9 @@ class TaskUpdates:
     """An async iterator of :class:`TaskUpdate` for a set of task ids.
 
     Memory is bounded by the number of ids: each id keeps at most one undelivered
-    update. A slow consumer therefore sees progress coalesced to the latest reading, and
-    the final update of every id is always delivered. Iteration ends once every id has
+    update (an unfinished task's is its latest reading, built when taken). A slow
+    consumer therefore sees progress coalesced to the latest reading, and the final
+    update of every id is always delivered. Iteration ends once every id has
     delivered its final update. A queued update is handed over without yielding to the
     event loop (every ``STREAK``-th yields, see ``_channel.Streak``); the iterator
     waits only while none is queued.
@@ -58,7 +60,7 @@ class TaskUpdates:
 
     def __init__(self, task_ids: Iterable[str], *, open_ended: bool = False) -> None:
         self._open = set(task_ids)
-        self._pending: dict[str, TaskUpdate] = {}
+        self._pending: dict[str, TaskUpdate | Entry] = {}
         self._event = anyio.Event()
         self._open_ended = open_ended
         self._closed: str | None = None
@@ -81,11 +83,20 @@ class TaskUpdates:
 
     def push(self, update: TaskUpdate) -> None:
         """Queue ``update`` (replacing an undelivered one of the same id). Never blocks."""
-        if update.task_id not in self._open:
+        self._queue(update.task_id, update)
+
+    def push_latest(self, entry: Entry) -> None:
+        """Queue the task's latest reading: ``entry`` itself, whose update is built when
+        it is taken (a backlog holds no update objects for the garbage collector to
+        walk; see ``_entry``). Only for unfinished readings: a final one is pushed."""
+        self._queue(entry["task_id"], entry)
+
+    def _queue(self, task_id: str, pending: TaskUpdate | Entry) -> None:
+        if task_id not in self._open:
             return
-        if update.task_id in self._pending:
+        if task_id in self._pending:
             self.coalesced += 1
-        self._pending[update.task_id] = update
+        self._pending[task_id] = pending
         self._event.set()
 
     def __aiter__(self) -> TaskUpdates:
@@ -104,7 +115,9 @@ class TaskUpdates:
             self._streak.waited()
             await self._event.wait()
         task_id = next(iter(self._pending))
-        update = self._pending.pop(task_id)
+        pending = self._pending.pop(task_id)
+        update = (pending if isinstance(pending, TaskUpdate)
+                  else update_of(task_id, last_reading(pending)))
         if update.is_final:
             self._open.discard(task_id)
         return update

@@ -77,6 +77,7 @@ class Poller:
             if self._probing:  # another reader's batch read says whether the server has it
                 with anyio.move_on_after(self._policy.min_interval):
                     await self._probed.wait()
+            registry.replan_some()
             chunk = self._take()
             if not chunk:
                 await registry.wait_due()

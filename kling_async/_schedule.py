@@ -133,6 +133,10 @@ class Timetable:
         if heap and heap[0] is not first:
             self._wake.set()
 
+    def wake(self) -> None:
+        """Wake the sleepers (there is work besides due items)."""
+        self._wake.set()
+
     def pop_until(self, horizon: float) -> tuple[float, int, str] | None:
         """The earliest item due by ``horizon``, removed; None if there is none."""
         if self._heap and self._heap[0][0] <= horizon:

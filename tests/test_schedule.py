@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 import kling_async as kling
+from kling_async import _tasks
 from kling_async._durations import KEEP, MIN_SAMPLES, PRIOR, Spread
 from kling_async._schedule import (
     FINAL_SHARE,
@@ -19,6 +20,7 @@ from kling_async._schedule import (
     pace_margin,
     predicted_remaining,
 )
+from kling_async._tasks import REPLAN_SLICE
 from kling_async.testing import Emulator
 
 from .conftest import make_client
@@ -119,11 +121,16 @@ def test_pace_is_shaded_by_what_tasks_that_ended_from_its_stage_taught() -> None
     assert pace_margin(spread, 45) == PROGRESS_MARGIN  # at or below comes first
 
 
+@pytest.mark.parametrize(("learners", "replan_slice"), [(1, REPLAN_SLICE), (5, 2)])
 async def test_a_batch_planned_on_trusted_progress_is_replanned_once_it_is_learnt(
-        emulator: Emulator) -> None:
+        emulator: Emulator, monkeypatch: pytest.MonkeyPatch, learners: int,
+        replan_slice: int) -> None:
     """Progress that climbs to 70 % and then jumps to done: the pace of a reading at 35 %
     says the end is twice as far as it is. Tasks planned on that before any of their kind
-    ended are planned again once eight have ended, instead of each paying the lag."""
+    ended are planned again once eight have ended, instead of each paying the lag; the
+    readers do it a slice of entries at a time (here also in slices of 2), and none is
+    left out."""
+    monkeypatch.setattr(_tasks, "REPLAN_SLICE", replan_slice)
     poll = kling.PollPolicy(min_interval=0.05, max_interval=10.0, jitter=0.0,
                             time_scale=100)  # 300 API-s estimates: 3 s for the client
     request = kling.TextToVideo(prompt="a clip whose progress stops at 70 %")
@@ -133,26 +140,30 @@ async def test_a_batch_planned_on_trusted_progress_is_replanned_once_it_is_learn
         for task in teachers:
             processing_at(emulator, task.id, 35)
         await anyio.sleep(1.0)
-        learner = await client.submit(request)
+        ids = [(await client.submit(request)).id for _ in range(learners)]
         created = anyio.current_time()
-        processing_at(emulator, learner.id, 35)
+        for task_id in ids:
+            processing_at(emulator, task_id, 35)
         await anyio.sleep(2.9)  # each was read at 35 % at the estimate's edge (2.4 s in)
         for task in teachers:  # the teachers end now: found at their next read, 4.45 s in
             emulator.corrupt(task.id, None)
             emulator.finish_task(task.id)
-        processing_at(emulator, learner.id, 40)
+        for task_id in ids:
+            processing_at(emulator, task_id, 40)
+        seen_after: dict[str, float] = {}
         with anyio.fail_after(10):
-            async with client.watch([learner.id]) as updates:
+            async with client.watch(ids) as updates:
                 async for update in updates:
                     if update.progress == 40:
-                        break
-        seen_after = anyio.current_time() - created
+                        seen_after.setdefault(update.task_id, anyio.current_time() - created)
+                        if len(seen_after) == learners:
+                            break
         for task in teachers:
             assert (await client.wait_finished(task.id)).is_terminal
-    # Planned on the prior, the learner's next read was 4.45 s after its creation (its
+    # Planned on the prior, each learner's next read was 4.45 s after its creation (its
     # reading at 2.4 s said 2.05 s more); replanned when the eighth teacher ended (1 s
     # sooner), it is read then.
-    assert seen_after < 4.0, seen_after
+    assert max(seen_after.values()) < 4.0, seen_after
 
 
 def test_the_final_phase_is_read_from_where_tasks_first_seen_there_ended() -> None:

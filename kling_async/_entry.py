@@ -42,6 +42,12 @@ def _usage_values(usage: Usage) -> UsageValues:
     return tuple(getattr(usage, name) for name in _USAGE_FIELDS)
 
 
+@functools.lru_cache(maxsize=1024)
+def _usage_of(values: UsageValues) -> Usage:
+    # ...and back, once per distinct usage (an update is built per delivered reading).
+    return Usage(**dict(zip(_USAGE_FIELDS, values, strict=True)))
+
+
 # The fields of TaskSnapshot a task's readings repeat, as one tuple: model, created,
 # results, error, video_duration, can_cancel, usage (as UsageValues). An equal one is
 # not stored again, and equal ones are shared: a new tuple is tracked until the next
@@ -122,5 +128,5 @@ def last_reading(entry: Entry) -> TaskSnapshot | None:
         id=entry["task_id"], model=model, status=_STATUS_OF[entry["status"]],
         progress=entry["progress"], created=created, results=results, error=error,
         estimated_time=entry["estimate"], video_duration=seconds, can_cancel=can_cancel,
-        usage=None if usage is None else Usage(**dict(zip(_USAGE_FIELDS, usage, strict=True))),
+        usage=None if usage is None else _usage_of(usage),
         raw_status=entry["raw_status"], request_id=entry["request_id"])

@@ -48,7 +48,7 @@ class TaskError:
     type: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)  # hashed per reading (see _entry)
 class Usage:
     """Credits reserved at submission and, once settled, used (0 after a failure)."""
 

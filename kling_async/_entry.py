@@ -30,7 +30,7 @@ import attrs
 from ._models import TaskError, TaskSnapshot, TaskStatus, Usage
 
 _STATUS_OF = {status.value: status for status in TaskStatus}
-TERMINAL = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value})
+TERMINAL = frozenset(status.value for status in TaskStatus if status.is_terminal)
 _USAGE_FIELDS = tuple(field.name for field in attrs.fields(Usage))
 UsageValues = tuple[Any, ...]  # a Usage's field values, in order
 

@@ -3,9 +3,9 @@
 Per task it keeps the slot (a :class:`Ticket` from admit to bind | refuse |
 hold_unsettled; once bound, its entry's ``slot`` flag until the final reading), the
 schedule entry (an :class:`~kling_async._entry.Entry`), the subscribers and the last
-and final state. The poller reads what
-:meth:`TaskRegistry.pop_due` hands it and reports back; slot counting is an
-:class:`~kling_async._slots.Admission`. See docs/architecture.md.
+and final state. The poller reads what :meth:`TaskRegistry.pop_due` hands it and reports
+back; slot counting is an :class:`~kling_async._slots.Admission`. See
+docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -296,13 +296,14 @@ async def test_progress_never_goes_backwards(emulator: Emulator, client: kling.C
 
 # -- the read floor ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("batch", "floor"), [(False, 0.2), (True, 0.1)])
+@pytest.mark.parametrize(("batch", "floor"), [(False, 0.4), (True, 0.2)])
 async def test_no_task_is_read_twice_closer_than_the_floor(batch: bool, floor: float) -> None:
     # The rule the README states: min_interval apart; a batch ride-along at most half
     # of it early. Jitter 0.5 would break it at once if jitter could shorten a wait.
-    # (Floors of 0.1 s and more keep the loopback's arrival jitter, under load, well
-    # inside the 15 % allowed below.)
-    poll = kling.PollPolicy(min_interval=0.2, max_interval=0.6, jitter=0.5, time_scale=1000)
+    # (Floors of 0.2 s and more keep the loopback's arrival jitter, under load, inside
+    # the 15 % allowed below: with 0.2 / 0.1 s a full run under load once measured
+    # 0.166 s, the Emulator, in this process, taking one read 34 ms late.)
+    poll = kling.PollPolicy(min_interval=0.4, max_interval=1.2, jitter=0.5, time_scale=1000)
     async with Emulator(time_scale=1000, seed=5, batch_endpoint=batch) as emu, \
             make_client(emu, poll=poll, max_in_flight=30) as client:
         with anyio.fail_after(30):

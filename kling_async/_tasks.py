@@ -208,7 +208,7 @@ class TaskRegistry:
             entry = self._entry(task_id)
             _watch(self._watchers, task_id, channel)
             if entry["status"]:  # read before: that reading first
-                channel.push_latest(entry)
+                channel.push_reading(entry)
             elif entry["seq"] == 0:
                 self._schedule_at(entry, anyio.current_time())
 
@@ -411,7 +411,7 @@ class TaskRegistry:
             self._finish(entry)
         else:
             if changed:
-                self._publish(entry)
+                self._publish(entry, reading=snapshot)
             if (snapshot.progress >= FINAL_PHASE and status
                     and progress < FINAL_PHASE):  # seen entering it, not already in it
                 entry["final_seen"] = (snapshot.progress, now - entry["first_seen"])
@@ -510,15 +510,16 @@ class TaskRegistry:
             entry["slot"] = False
             self.admission.release(task_id)
 
-    def _publish(self, entry: Entry, final: TaskUpdate | None = None) -> None:
-        """Tell ``entry``'s subscribers of its ``final`` update, or (None) of a new
-        unfinished reading, which each builds into an update when it is taken."""
+    def _publish(self, entry: Entry, final: TaskUpdate | None = None, *,
+                 reading: TaskSnapshot | None = None) -> None:
+        """Tell ``entry``'s subscribers of its ``final`` update, or of a new unfinished
+        ``reading`` (see :meth:`TaskUpdates.push_reading`)."""
         watchers = self._watchers.get(entry["task_id"])
         if watchers is None:
             return
         for channel in watchers if isinstance(watchers, set) else (watchers,):
             if final is None:
-                channel.push_latest(entry)
+                channel.push_reading(entry, reading)
             else:
                 channel.push(final)
 

@@ -46,13 +46,16 @@ def update_of(task_id: str, snapshot: TaskSnapshot | None,
                       snapshot=snapshot, error=error)
 
 
+EAGER = 64  # waiting updates below which a reading is queued as its update
+
+
 class TaskUpdates:
     """An async iterator of :class:`TaskUpdate` for a set of task ids.
 
     Memory is bounded by the number of ids: each id keeps at most one undelivered
-    update (an unfinished task's is its latest reading, built when taken). A slow
-    consumer therefore sees progress coalesced to the latest reading, and the final
-    update of every id is always delivered. Iteration ends once every id has
+    update (past ``EAGER`` waiting, an unfinished task's is its latest reading, built
+    when taken). A slow consumer therefore sees progress coalesced to the latest
+    reading, and the final update of every id is always delivered. Iteration ends once every id has
     delivered its final update. A queued update is handed over without yielding to the
     event loop (every ``STREAK``-th yields, see ``_channel.Streak``); the iterator
     waits only while none is queued.
@@ -85,11 +88,17 @@ class TaskUpdates:
         """Queue ``update`` (replacing an undelivered one of the same id). Never blocks."""
         self._queue(update.task_id, update)
 
-    def push_latest(self, entry: Entry) -> None:
-        """Queue the task's latest reading: ``entry`` itself, whose update is built when
-        it is taken (a backlog holds no update objects for the garbage collector to
-        walk; see ``_entry``). Only for unfinished readings: a final one is pushed."""
-        self._queue(entry["task_id"], entry)
+    def push_reading(self, entry: Entry, snapshot: TaskSnapshot | None = None) -> None:
+        """Queue the task's latest unfinished reading (a final one is pushed): while
+        fewer than ``EAGER`` updates wait, as its update, built from ``snapshot`` (the
+        reading, when at hand); beyond, as ``entry`` itself, whose update is built when
+        it is taken, so a backlog holds no update objects for the garbage collector to
+        walk (see ``_entry``)."""
+        task_id = entry["task_id"]
+        if snapshot is not None and len(self._pending) < EAGER:
+            self._queue(task_id, update_of(task_id, snapshot))
+        else:
+            self._queue(task_id, entry)
 
     def _queue(self, task_id: str, pending: TaskUpdate | Entry) -> None:
         if task_id not in self._open:

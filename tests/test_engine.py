@@ -547,7 +547,8 @@ async def test_a_followed_task_keeps_no_object_for_the_garbage_collector() -> No
 
 async def test_an_unread_backlog_keeps_no_update_objects() -> None:
     """A watcher that does not keep up holds, per task, its latest reading as the
-    registry's entry, and the update is built when taken: a backlog of thousands (a
+    registry's entry (readings known when it subscribes, and any past ``EAGER`` waiting),
+    and the update is built when taken: a backlog of thousands (a
     consumer behind a saturated client) adds nothing for each full garbage collection
     to walk (an update per task before, besides the snapshot its entry held: 1.04)."""
     tasks = 300

@@ -14,7 +14,7 @@ import pytest
 
 import kling_async as kling
 from kling_async._channel import STREAK, event_channel
-from kling_async._watch import TaskUpdates, update_of
+from kling_async._watch import EAGER, TaskUpdates, update_of
 from kling_async.testing import Emulator, Fault
 
 from .conftest import make_client
@@ -572,3 +572,28 @@ async def test_an_unread_backlog_keeps_no_update_objects() -> None:
         assert update.snapshot == by_id[update.task_id]
         assert (update.status, update.progress) == (kling.TaskStatus.PENDING, 0)
     assert {u.task_id for u in taken} == set(by_id)
+
+
+async def test_a_backlog_of_readings_keeps_entries_past_its_first_updates(
+        emulator: Emulator) -> None:
+    """Readings that reach a watcher which does not take them are queued as updates only
+    while fewer than ``EAGER`` wait; past that, as entries (updates built when taken).
+    Either way the consumer gets each task's latest reading."""
+    tasks = 400
+    request = kling.TextToVideo(prompt="a clip")
+    async with make_client(emulator, max_in_flight=tasks) as client:
+        with anyio.fail_after(60):
+            ids = [(await client.submit(request)).id for _ in range(tasks)]
+            async with client.watch(ids) as updates:
+                for _ in range(tasks):  # the creation readings, taken
+                    await updates.__anext__()
+                emulator.advance(60)  # every task moves on, and stays there
+                await anyio.sleep(1.0)  # read every 0.2 s at most: each read again
+                gc.collect()
+                waiting = sum(type(o) is kling.TaskUpdate for o in gc.get_objects())
+                taken = [await updates.__anext__() for _ in range(tasks)]
+    assert 0 < waiting <= EAGER  # one per task, were they all updates
+    for update in taken:
+        now = emulator.task_json(update.task_id)
+        assert (update.status.value, update.progress) == (now["status"], now["progress"])
+    assert {u.task_id for u in taken} == set(ids)

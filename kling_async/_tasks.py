@@ -23,7 +23,7 @@ import attrs
 
 from ._config import PollPolicy
 from ._durations import Durations, Spread
-from ._entry import TERMINAL, Entry, keep_reading, last_reading, new_entry
+from ._entry import TERMINAL, Entry, keep_reading, new_entry
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
 from ._schedule import (
@@ -36,7 +36,7 @@ from ._schedule import (
     scaled_total,
 )
 from ._slots import Admission
-from ._watch import TaskUpdate, TaskUpdates, update_of
+from ._watch import TaskUpdate, TaskUpdates, entry_update, update_of
 
 logger = logging.getLogger("kling_async")
 
@@ -228,7 +228,7 @@ class TaskRegistry:
         kept = self._finished.get(task_id)
         if kept is None or isinstance(kept, TaskUpdate):
             return kept
-        return update_of(task_id, last_reading(kept))
+        return entry_update(kept)
 
     def observe(self, snapshot: TaskSnapshot) -> None:
         """Take a reading made elsewhere (``client.get()``) if the id is followed."""
@@ -499,7 +499,7 @@ class TaskRegistry:
         task_id = entry["task_id"]
         final: Entry | TaskUpdate = entry
         if error is not None:
-            final = update_of(task_id, last_reading(entry), error)
+            final = entry_update(entry, error)
             self._publish(entry, final)
         self._entries.pop(task_id, None)
         self._watchers.pop(task_id, None)  # late subscribers get the final from _finished

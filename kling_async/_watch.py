@@ -49,14 +49,19 @@ def update_of(task_id: str, snapshot: TaskSnapshot | None,
 EAGER = 64  # waiting updates below which a reading is queued as its update
 
 
+def entry_update(entry: Entry, error: KlingError | None = None) -> TaskUpdate:
+    """The update of ``entry``'s last reading (the registry keeps readings in entries)."""
+    return update_of(entry["task_id"], last_reading(entry), error)
+
+
 class TaskUpdates:
     """An async iterator of :class:`TaskUpdate` for a set of task ids.
 
     Memory is bounded by the number of ids: each id keeps at most one undelivered
     update (past ``EAGER`` waiting, an unfinished task's is its latest reading, built
     when taken). A slow consumer therefore sees progress coalesced to the latest
-    reading, and the final update of every id is always delivered. Iteration ends once every id has
-    delivered its final update. A queued update is handed over without yielding to the
+    reading, and the final update of every id is always delivered. Iteration ends once
+    every id has delivered its final update. A queued update is handed over without yielding to the
     event loop (every ``STREAK``-th yields, see ``_channel.Streak``); the iterator
     waits only while none is queued.
     """
@@ -125,8 +130,7 @@ class TaskUpdates:
             await self._event.wait()
         task_id = next(iter(self._pending))
         pending = self._pending.pop(task_id)
-        update = (pending if isinstance(pending, TaskUpdate)
-                  else update_of(task_id, last_reading(pending)))
+        update = pending if isinstance(pending, TaskUpdate) else entry_update(pending)
         if update.is_final:
             self._open.discard(task_id)
         return update

@@ -22,7 +22,7 @@ import anyio.lowlevel
 import attrs
 
 from ._config import PollPolicy
-from ._durations import Durations, Spread
+from ._durations import Durations
 from ._entry import TERMINAL, Entry, keep_reading, new_entry
 from ._errors import ClientClosedError, KlingError
 from ._models import TaskSnapshot, TaskStatus
@@ -447,7 +447,7 @@ class TaskRegistry:
         done_at = now - entry["first_seen"]
         if spread.learn(total=scaled_total(self._policy, entry["estimate"]),
                         running_at=running_at, done_at=done_at):
-            self._replan(spread, range(MIN_PROGRESS))  # waiting for the estimate's edge
+            self._replan(entry["kind"], range(MIN_PROGRESS))  # waiting for the estimate's edge
         if entry["final_seen"] is not None:  # (it only ever plans later: nothing to replan)
             progress, since = entry["final_seen"]
             spread.final(progress).learn(total=since, running_at=running_at, done_at=done_at)
@@ -456,18 +456,17 @@ class TaskRegistry:
                 and running_at > 0 and spread.stage(last).learn(
                     total=running_at * 100.0 / last, running_at=running_at,
                     done_at=done_at)):
-            self._replan(spread, range(MIN_PROGRESS, FINAL_PHASE))
+            self._replan(entry["kind"], range(MIN_PROGRESS, FINAL_PHASE))
 
-    def _replan(self, spread: Spread, progress: range) -> None:
-        """What a kind learnt replaced a prior: the next read of each of its tasks whose
-        last reading (at ``progress``) was planned with that prior is planned again, and
-        moved if that comes sooner. The tasks of a batch were planned before any of them
-        ended: a prior wrong by far would otherwise cost each its lag once. Once per
-        prior, at most 11 per kind. The poller's readers do it, :data:`REPLAN_SLICE`
-        entries at a time (at 20,000 tasks in one go, it stalled the event loop for
-        about 100 ms)."""
-        self._replans.append((self._spreads.index(spread), progress,
-                              iter(list(self._entries.values()))))
+    def _replan(self, kind: int, progress: range) -> None:
+        """What ``kind`` (its index in the spreads) learnt replaced a prior: the next
+        read of each of its tasks whose last reading (at ``progress``) was planned with
+        that prior is planned again, and moved if that comes sooner. The tasks of a
+        batch were planned before any of them ended: a prior wrong by far would
+        otherwise cost each its lag once. Once per prior, at most 11 per kind. The
+        poller's readers do it, :data:`REPLAN_SLICE` entries at a time (at 20,000 tasks
+        in one go, it stalled the event loop for about 100 ms)."""
+        self._replans.append((kind, progress, iter(list(self._entries.values()))))
         self._due.wake()
 
     def replan_some(self) -> None:

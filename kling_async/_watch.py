@@ -60,15 +60,19 @@ class TaskUpdates:
     Memory is bounded by the number of ids: each id keeps at most one undelivered
     update (past ``EAGER`` waiting, an unfinished task's is its latest reading, built
     when taken). A slow consumer therefore sees progress coalesced to the latest
-    reading, and the final update of every id is always delivered. Iteration ends once
-    every id has delivered its final update. A queued update is handed over without yielding to the
-    event loop (every ``STREAK``-th yields, see ``_channel.Streak``); the iterator
-    waits only while none is queued.
+    reading, and the final update of every id is always delivered. Final updates waiting
+    are delivered before progress waiting (each id's own updates stay in order: its
+    final replaces its progress), so a consumer that falls behind learns of finished
+    tasks first rather than after every other task's progress. Iteration ends once
+    every id has delivered its final update. A queued update is handed over without
+    yielding to the event loop (every ``STREAK``-th yields, see ``_channel.Streak``);
+    the iterator waits only while none is queued.
     """
 
     def __init__(self, task_ids: Iterable[str], *, open_ended: bool = False) -> None:
         self._open = set(task_ids)
-        self._pending: dict[str, TaskUpdate | Entry] = {}
+        self._pending: dict[str, TaskUpdate | Entry] = {}  # progress, oldest first
+        self._finals: dict[str, TaskUpdate] = {}  # final updates, delivered first
         self._event = anyio.Event()
         self._open_ended = open_ended
         self._closed: str | None = None
@@ -91,7 +95,14 @@ class TaskUpdates:
 
     def push(self, update: TaskUpdate) -> None:
         """Queue ``update`` (replacing an undelivered one of the same id). Never blocks."""
-        self._queue(update.task_id, update)
+        task_id = update.task_id
+        if not update.is_final:
+            self._queue(task_id, update)
+        elif task_id in self._open:
+            if self._pending.pop(task_id, None) is not None or task_id in self._finals:
+                self.coalesced += 1
+            self._finals[task_id] = update
+            self._event.set()
 
     def push_reading(self, entry: Entry, snapshot: TaskSnapshot | None = None) -> None:
         """Queue the task's latest unfinished reading (a final one is pushed): while
@@ -100,14 +111,14 @@ class TaskUpdates:
         it is taken, so a backlog holds no update objects for the garbage collector to
         walk (see ``_entry``)."""
         task_id = entry["task_id"]
-        if snapshot is not None and len(self._pending) < EAGER:
+        if snapshot is not None and len(self._pending) + len(self._finals) < EAGER:
             self._queue(task_id, update_of(task_id, snapshot))
         else:
             self._queue(task_id, entry)
 
     def _queue(self, task_id: str, pending: TaskUpdate | Entry) -> None:
-        if task_id not in self._open:
-            return
+        if task_id not in self._open or task_id in self._finals:
+            return  # (nothing follows a final update)
         if task_id in self._pending:
             self.coalesced += 1
         self._pending[task_id] = pending
@@ -120,7 +131,7 @@ class TaskUpdates:
         # The readings of one batch answer reach the consumer in a few wake-ups, not
         # one each (see _channel.Streak).
         await self._streak.step()
-        while not self._pending:
+        while not (self._finals or self._pending):
             if self._closed is not None:
                 raise ClientClosedError(self._closed)
             if not self._open and not self._open_ended:
@@ -128,9 +139,10 @@ class TaskUpdates:
             self._event = anyio.Event()
             self._streak.waited()
             await self._event.wait()
+        if self._finals:
+            task_id = next(iter(self._finals))
+            self._open.discard(task_id)
+            return self._finals.pop(task_id)
         task_id = next(iter(self._pending))
         pending = self._pending.pop(task_id)
-        update = pending if isinstance(pending, TaskUpdate) else entry_update(pending)
-        if update.is_final:
-            self._open.discard(task_id)
-        return update
+        return pending if isinstance(pending, TaskUpdate) else entry_update(pending)

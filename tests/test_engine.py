@@ -597,3 +597,32 @@ async def test_a_backlog_of_readings_keeps_entries_past_its_first_updates(
         now = emulator.task_json(update.task_id)
         assert (update.status.value, update.progress) == (now["status"], now["progress"])
     assert {u.task_id for u in taken} == set(ids)
+
+
+async def test_a_backlog_delivers_finished_tasks_before_progress(emulator: Emulator) -> None:
+    """A watcher that falls behind (a saturated client: 14,000 updates waiting at 50,000
+    tasks, finals among them) is handed the final updates waiting before any progress
+    waiting, so finished tasks are not reported after every other task's progress;
+    each task's own updates stay in order."""
+    tasks = 40
+    request = kling.TextToVideo(prompt="a clip")
+    async with make_client(emulator, max_in_flight=tasks) as client:
+        with anyio.fail_after(30):
+            ids = [(await client.submit(request)).id for _ in range(tasks)]
+            async with client.watch(ids) as updates:
+                for _ in range(tasks):  # the creation readings, taken
+                    await updates.__anext__()
+                emulator.advance(60)  # every task moves on: progress waits for each
+                await anyio.sleep(1.0)
+                emulator.advance(240)  # at 300 API-s, some have ended (240-360 s)
+                await anyio.sleep(1.0)
+                ended = {i for i in ids if emulator.task_json(i)["status"] == "completed"}
+                taken = [await updates.__anext__() for _ in range(tasks)]
+                emulator.advance(200)  # the others end too
+                rest = [u async for u in updates]
+    assert 0 < len(ended) < tasks  # both kinds wait
+    assert {u.task_id for u in taken[:len(ended)]} == ended
+    assert all(u.is_final for u in taken[:len(ended)])
+    assert not any(u.is_final for u in taken[len(ended):])  # their progress, after
+    assert {u.task_id for u in taken} == set(ids)
+    assert {u.task_id for u in rest if u.is_final} == set(ids) - ended  # they end later

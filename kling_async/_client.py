@@ -298,7 +298,8 @@ class Client:
         that ends once every id has delivered its final update.
 
         Several watchers of one id share its reads. A slow consumer gets progress
-        coalesced to the latest reading; final updates are never dropped. An id that
+        coalesced to the latest reading; final updates are never dropped, and come
+        before progress still waiting (each task's own stay in order). An id that
         cannot be followed (404, 403) ends with an update whose ``error`` is set.
         Leaving the block early stops nothing on the server. If the Client closes
         meanwhile (in another task), iteration raises :class:`ClientClosedError`.

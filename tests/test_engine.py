@@ -7,6 +7,7 @@ import contextvars
 import gc
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -574,24 +575,33 @@ async def test_an_unread_backlog_keeps_no_update_objects() -> None:
     assert {u.task_id for u in taken} == set(by_id)
 
 
+@asynccontextmanager
+async def behind_on_progress(emulator: Emulator, tasks: int
+                             ) -> AsyncIterator[tuple[list[str], TaskUpdates]]:
+    """``tasks`` new tasks watched by a consumer that took their creation readings and
+    then nothing while every task moved on and was read again (progress waits for each)."""
+    request = kling.TextToVideo(prompt="a clip")
+    async with make_client(emulator, max_in_flight=tasks) as client:
+        with anyio.fail_after(60):
+            ids = [(await client.submit(request)).id for _ in range(tasks)]
+            async with client.watch(ids) as updates:
+                for _ in range(tasks):
+                    await updates.__anext__()
+                emulator.advance(60)  # every task moves on, and stays there
+                await anyio.sleep(1.0)  # read every 0.2 s at most: each read again
+                yield ids, updates
+
+
 async def test_a_backlog_of_readings_keeps_entries_past_its_first_updates(
         emulator: Emulator) -> None:
     """Readings that reach a watcher which does not take them are queued as updates only
     while fewer than ``EAGER`` wait; past that, as entries (updates built when taken).
     Either way the consumer gets each task's latest reading."""
     tasks = 400
-    request = kling.TextToVideo(prompt="a clip")
-    async with make_client(emulator, max_in_flight=tasks) as client:
-        with anyio.fail_after(60):
-            ids = [(await client.submit(request)).id for _ in range(tasks)]
-            async with client.watch(ids) as updates:
-                for _ in range(tasks):  # the creation readings, taken
-                    await updates.__anext__()
-                emulator.advance(60)  # every task moves on, and stays there
-                await anyio.sleep(1.0)  # read every 0.2 s at most: each read again
-                gc.collect()
-                waiting = sum(type(o) is kling.TaskUpdate for o in gc.get_objects())
-                taken = [await updates.__anext__() for _ in range(tasks)]
+    async with behind_on_progress(emulator, tasks) as (ids, updates):
+        gc.collect()
+        waiting = sum(type(o) is kling.TaskUpdate for o in gc.get_objects())
+        taken = [await updates.__anext__() for _ in range(tasks)]
     assert 0 < waiting <= EAGER  # one per task, were they all updates
     for update in taken:
         now = emulator.task_json(update.task_id)
@@ -605,21 +615,13 @@ async def test_a_backlog_delivers_finished_tasks_before_progress(emulator: Emula
     waiting, so finished tasks are not reported after every other task's progress;
     each task's own updates stay in order."""
     tasks = 40
-    request = kling.TextToVideo(prompt="a clip")
-    async with make_client(emulator, max_in_flight=tasks) as client:
-        with anyio.fail_after(30):
-            ids = [(await client.submit(request)).id for _ in range(tasks)]
-            async with client.watch(ids) as updates:
-                for _ in range(tasks):  # the creation readings, taken
-                    await updates.__anext__()
-                emulator.advance(60)  # every task moves on: progress waits for each
-                await anyio.sleep(1.0)
-                emulator.advance(240)  # at 300 API-s, some have ended (240-360 s)
-                await anyio.sleep(1.0)
-                ended = {i for i in ids if emulator.task_json(i)["status"] == "completed"}
-                taken = [await updates.__anext__() for _ in range(tasks)]
-                emulator.advance(200)  # the others end too
-                rest = [u async for u in updates]
+    async with behind_on_progress(emulator, tasks) as (ids, updates):
+        emulator.advance(240)  # at 300 API-s, some have ended (240-360 s)
+        await anyio.sleep(1.0)
+        ended = {i for i in ids if emulator.task_json(i)["status"] == "completed"}
+        taken = [await updates.__anext__() for _ in range(tasks)]
+        emulator.advance(200)  # the others end too
+        rest = [u async for u in updates]
     assert 0 < len(ended) < tasks  # both kinds wait
     assert {u.task_id for u in taken[:len(ended)]} == ended
     assert all(u.is_final for u in taken[:len(ended)])

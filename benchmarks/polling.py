@@ -28,11 +28,12 @@ from .baselines import aiohttp_loop, careful_loop, httpx_loop
 Runner = Callable[[Server, int, float, int], Awaitable[dict[str, float]]]
 
 
-def client_for(server: Server, tasks: int, scale: float,
-               max_interval: float = 60) -> kling.Client:
-    """The SDK's defaults (``max_interval`` in API seconds), ``scale`` times faster."""
-    poll = kling.PollPolicy(min_interval=5 / scale, max_interval=max_interval / scale,
-                            time_scale=scale)
+def client_for(server: Server, tasks: int, scale: float, max_interval: float = 60,
+               min_interval: float = 5) -> kling.Client:
+    """The SDK's defaults (``max_interval`` and ``min_interval`` in API seconds),
+    ``scale`` times faster."""
+    poll = kling.PollPolicy(min_interval=min_interval / scale,
+                            max_interval=max_interval / scale, time_scale=scale)
     return kling.Client(server.api_key, base_url=server.url, poll=poll, max_in_flight=tasks,
                         max_requests_per_second=None, max_connections=16)
 
@@ -40,12 +41,12 @@ def client_for(server: Server, tasks: int, scale: float,
 async def kling_run(server: Server, tasks: int, scale: float, waves: int = 1,
                     callback_url: str | None = None,
                     on_client: Callable[[kling.Client], None] | None = None,
-                    max_interval: float = 60) -> dict[str, float]:
+                    max_interval: float = 60, min_interval: float = 5) -> dict[str, float]:
     """``tasks`` clips in ``waves`` batches one after the other, through one Client."""
     detected: dict[str, float] = {}
     request = kling.TextToVideo(prompt="benchmark clip", callback_url=callback_url,
                                 allow_local_callback=callback_url is not None)
-    async with client_for(server, tasks, scale, max_interval) as client:
+    async with client_for(server, tasks, scale, max_interval, min_interval) as client:
         if on_client is not None:
             on_client(client)
         for _ in range(waves):
@@ -137,6 +138,14 @@ async def measure(name: str, tasks: int, scale: float,
     such as failures or durations that disagree with the estimate; ``waves``: the tasks
     in that many batches one after the other)."""
     runner, flags = VARIANTS[name]
+    return await measure_runner(name, runner, flags, tasks, scale, world, waves)
+
+
+async def measure_runner(name: str, runner: Runner, flags: tuple[str, ...], tasks: int,
+                         scale: float, world: tuple[str, ...] = (),
+                         waves: int = 1) -> dict[str, Any]:
+    """:func:`measure` of any ``runner`` (``flags``: the Emulator's, such as
+    ``--no-batch``), reported as ``name``."""
     with emulator_process("--time-scale", str(scale), *flags, *world) as server:
         cpu_before, started = cpu_seconds(), time.monotonic()
         with anyio.fail_after(waves * 3600 / scale + 120):
